@@ -1,0 +1,146 @@
+"""The `streamfs` command: parse arguments, call one library function, print its result.
+
+Each command is one ``_add_<command>(subparsers)`` function that declares its arguments and
+sets ``handler`` to a function ``(args) -> exit code``; the handler calls exactly one library
+function. To add a command (``run``, ``backfill``, ``training-set`` …) write those two
+functions and list the ``_add_`` function in :data:`COMMANDS`.
+
+Errors streamfs raises on purpose (:class:`~streamfs.errors.StreamfsError`) are printed as a
+short message on stderr with exit code 2, never as a traceback: they are for the operator to
+act on, and the message says how.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, TypeAlias
+
+from streamfs import dev
+from streamfs.errors import StreamfsError
+from streamfs.settings import Settings
+
+EXIT_OK = 0
+EXIT_NOT_RUNNING = 1
+EXIT_ERROR = 2
+
+if TYPE_CHECKING:
+    Subparsers: TypeAlias = argparse._SubParsersAction[argparse.ArgumentParser]
+Handler = Callable[[argparse.Namespace], int]
+
+
+# --------------------------------------------------------------------------------------------
+# streamfs dev up | down | status
+
+
+def _add_dev(subparsers: Subparsers) -> None:
+    parser = subparsers.add_parser(
+        "dev",
+        help="start/stop local Kafka and Redis for development",
+        description="Local services: an embedded Kafka-compatible broker (Tansu) and Redis on "
+        "loopback, recorded in <state-dir>/dev.json so other commands find them.",
+    )
+    actions = parser.add_subparsers(dest="action", required=True, metavar="{up,down,status}")
+
+    up = actions.add_parser("up", help="start the services (no-op when already running)")
+    _add_state_dir(up)
+    up.add_argument("--kafka-port", type=int, default=0, help="broker port (default: a free one)")
+    up.add_argument("--redis-port", type=int, default=0, help="Redis port (default: a free one)")
+    up.add_argument(
+        "--timeout", type=float, default=dev.DEFAULT_TIMEOUT_S, help="seconds to wait for each service"
+    )
+    up.add_argument(
+        "--docker", action="store_true", help=f"use `docker compose -f {dev.COMPOSE_FILE}` instead"
+    )
+    up.set_defaults(handler=_dev_up)
+
+    down = actions.add_parser("down", help="stop the services")
+    _add_state_dir(down)
+    down.set_defaults(handler=_dev_down)
+
+    status = actions.add_parser("status", help="show the services (exit 1 when none run)")
+    _add_state_dir(status)
+    status.set_defaults(handler=_dev_status)
+
+
+def _add_state_dir(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--state-dir", type=Path, default=None, help="where dev.json lives (default: $STREAMFS_STATE_DIR)"
+    )
+
+
+def _state_dir(args: argparse.Namespace) -> Path:
+    return args.state_dir if args.state_dir is not None else Settings.load().state_dir
+
+
+def _dev_up(args: argparse.Namespace) -> int:
+    if args.docker:
+        report = dev.up_docker(_state_dir(args))
+    else:
+        report = dev.up(
+            _state_dir(args), kafka_port=args.kafka_port, redis_port=args.redis_port, timeout_s=args.timeout
+        )
+    return _print_report(report, _state_dir(args))
+
+
+def _dev_down(args: argparse.Namespace) -> int:
+    _print_report(dev.down(_state_dir(args)), _state_dir(args))
+    return EXIT_OK
+
+
+def _dev_status(args: argparse.Namespace) -> int:
+    return _print_report(dev.status(_state_dir(args)), _state_dir(args))
+
+
+def _print_report(report: dev.DevReport, state_dir: Path) -> int:
+    for message in report.messages:
+        print(message)
+    state = report.state
+    if state is None:
+        return EXIT_NOT_RUNNING
+    pids = "" if state.kafka_pid is None else f" (pid {state.kafka_pid})"
+    print(f"  kafka   {state.kafka_bootstrap}{pids}")
+    pids = "" if state.redis_pid is None else f" (pid {state.redis_pid})"
+    print(f"  redis   {state.redis_url}{pids}")
+    print(f"  mode    {state.mode}, started {state.started_at.isoformat(timespec='seconds')}")
+    print(f"  state   {dev.state_path(state_dir)}")
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------------------------
+# the parser and the entry point
+
+COMMANDS: tuple[Callable[[Subparsers], None], ...] = (_add_dev,)
+"""One entry per top-level command, in the order `streamfs --help` lists them."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The whole command line: one subparser per entry in :data:`COMMANDS`."""
+    parser = argparse.ArgumentParser(
+        prog="streamfs",
+        description="streamfs: a streaming feature store (Kafka in; Redis and Parquet out).",
+    )
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in COMMANDS:
+        add(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; StreamfsError becomes a one-paragraph message and exit code 2."""
+    args = build_parser().parse_args(argv)
+    handler: Handler = args.handler
+    try:
+        return handler(args)
+    except StreamfsError as exc:
+        print(f"streamfs: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("streamfs: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
