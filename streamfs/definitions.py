@@ -20,9 +20,17 @@ import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
-from typing import Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from streamfs.durations import Duration, label, to_ms
 from streamfs.errors import DefinitionError
@@ -102,6 +110,10 @@ class Entity(_Definition):
     join_keys: tuple[str, ...]
     description: str = ""
 
+    if TYPE_CHECKING:  # the signature users write; pydantic's mypy plugin would make it keyword-only
+
+        def __init__(self, name: str, *, join_keys: str | Sequence[str], description: str = "") -> None: ...
+
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
@@ -138,6 +150,22 @@ class KafkaSource(_Definition):
     """Optional bytes -> dict function replacing the JSON decoder (Avro, Protobuf, ...)."""
     max_message_bytes: int = 1_000_000
     description: str = ""
+
+    if TYPE_CHECKING:
+
+        def __init__(
+            self,
+            name: str,
+            *,
+            topic: str,
+            schema: type[BaseModel],
+            timestamp_field: str,
+            allowed_lateness: Duration = 0,
+            format: Literal["json"] = "json",
+            decoder: Callable[[bytes], Any] | None = None,
+            max_message_bytes: int = 1_000_000,
+            description: str = "",
+        ) -> None: ...
 
     model_config = ConfigDict(populate_by_name=True)
 
@@ -191,6 +219,8 @@ def _base_type(annotation: Any) -> type | None:
         return _base_type(args[0]) if len(args) == 1 else None
     if origin is typing.Annotated:
         return _base_type(typing.get_args(annotation)[0])
+    if annotation is AwareDatetime:  # pydantic's "datetime with a time zone" type
+        return datetime
     return annotation if isinstance(annotation, type) else None
 
 
@@ -206,6 +236,18 @@ class Aggregate(_Definition):
     window: int | None = None
     hop: int | None = None
     name: str = ""
+
+    if TYPE_CHECKING:
+
+        def __init__(
+            self,
+            field: str | None,
+            function: AggregationName,
+            *,
+            window: Duration | None = None,
+            hop: Duration | None = None,
+            name: str = "",
+        ) -> None: ...
 
     @classmethod
     def _positional_fields(cls) -> tuple[str, ...]:
@@ -273,6 +315,23 @@ class FeatureView(_Definition):
     tags: Mapping[str, str] = Field(default_factory=dict)
     version: int = 1
 
+    if TYPE_CHECKING:
+
+        def __init__(
+            self,
+            name: str,
+            *,
+            entity: Entity,
+            source: KafkaSource,
+            features: Sequence[Aggregate],
+            transform: EventTransform | None = None,
+            ttl: Duration | None = None,
+            owner: str = "",
+            description: str = "",
+            tags: Mapping[str, str] = ...,
+            version: int = 1,
+        ) -> None: ...
+
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
@@ -321,13 +380,17 @@ class FeatureView(_Definition):
                     f"(fields: {', '.join(fields)})"
                 )
             base = source.field_type(feature.field)
-            if feature.function in NUMERIC_AGGREGATIONS and feature.field in fields:
-                if base not in (int, float):
-                    raise ValueError(
-                        f"{where}: {feature.function!r} needs a numeric field; "
-                        f"{feature.field!r} is {getattr(base, '__name__', base)}"
-                    )
+            numeric = feature.function in NUMERIC_AGGREGATIONS and feature.field in fields
+            if numeric and base not in (int, float):
+                raise ValueError(
+                    f"{where}: {feature.function!r} needs a numeric field; "
+                    f"{feature.field!r} is {getattr(base, '__name__', base)}"
+                )
         return self
+
+    def __hash__(self) -> int:
+        # pydantic's frozen hash covers every field, and `tags` is a dict; equal views agree on these.
+        return hash((self.name, self.version, self.entity, self.source, self.features))
 
     def feature(self, name: str) -> Aggregate:
         """The feature called `name`; KeyError lists the view's features."""
