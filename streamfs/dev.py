@@ -552,16 +552,18 @@ def _docker_compose(compose_file: Path, *args: str) -> None:
 
 
 def up_docker(state_dir: Path, *, compose_file: Path = Path(COMPOSE_FILE)) -> DevReport:
-    """Start Kafka and Redis from docker-compose.yml (ports 9092 and 6379 on the host)."""
+    """Start Kafka and Redis from docker-compose.yml (host ports as in that file: 9092, 6379)."""
     messages = _clean_stale(state_dir)
     current = read_state(state_dir)
     if current is not None:
         return DevReport(state=current, messages=(*messages, "Dev services are already running."))
     _docker_compose(compose_file, "up", "-d", "--wait", "kafka", "redis")
+    kafka_port = os.environ.get("STREAMFS_KAFKA_HOST_PORT", "9092")
+    redis_port = os.environ.get("STREAMFS_REDIS_HOST_PORT", "6379")
     state = DevState(
         mode="docker",
-        kafka_bootstrap=f"{HOST}:9092",
-        redis_url=f"redis://{HOST}:6379/0",
+        kafka_bootstrap=f"{HOST}:{kafka_port}",
+        redis_url=f"redis://{HOST}:{redis_port}/0",
         kafka_dev_broker=False,
         started_at=datetime.now(UTC),
     )
