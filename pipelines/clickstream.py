@@ -52,6 +52,15 @@ clicks = KafkaSource(
     description="Storefront interactions from the web and app trackers.",
 )
 
+clicks_by_product = KafkaSource(
+    "clicks_by_product",
+    topic="clicks.by_product",
+    schema=Click,
+    timestamp_field="ts",
+    allowed_lateness="2m",
+    description="The same interactions keyed by product (one topic per entity key; see docs/architecture.md).",
+)
+
 
 def with_action_flags(event: dict[str, Any]) -> dict[str, Any]:
     """Add ``is_view``, ``is_cart_add`` and ``is_purchase`` (0 or 1) to the event."""
@@ -97,7 +106,7 @@ user_engagement = FeatureView(
 product_popularity = FeatureView(
     "product_popularity",
     entity=product,
-    source=clicks,
+    source=clicks_by_product,
     transform=with_action_flags,
     features=[
         Aggregate("is_view", "sum", window="1h", hop="5m", name="views_1h"),
@@ -116,7 +125,7 @@ product_popularity = FeatureView(
 product_sales = FeatureView(
     "product_sales",
     entity=product,
-    source=clicks,
+    source=clicks_by_product,
     transform=purchases_only,
     features=[
         Aggregate(None, "count", window="24h", hop="1h", name="sales_24h"),

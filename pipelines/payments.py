@@ -43,6 +43,18 @@ payments = KafkaSource(
     description="Authorised card payments from the gateway.",
 )
 
+payments_by_merchant = KafkaSource(
+    "payments_by_merchant",
+    topic="payments.by_merchant",
+    schema=Payment,
+    timestamp_field="ts",
+    allowed_lateness="5m",
+    description=(
+        "The same payments keyed by merchant: Kafka orders and partitions a topic by one key, so "
+        "per-merchant state needs a merchant-keyed topic (the gateway publishes to both)."
+    ),
+)
+
 _CARD_WINDOWS = (("10m", "5m"), ("1h", "5m"), ("24h", "1h"))
 _CARD_STATS: tuple[tuple[str | None, AggregationName], ...] = (
     (None, "count"),
@@ -74,7 +86,7 @@ card_activity = FeatureView(
 merchant_activity = FeatureView(
     "merchant_activity",
     entity=merchant,
-    source=payments,
+    source=payments_by_merchant,
     features=[
         Aggregate(None, "count", window="1h", hop="5m"),
         Aggregate(None, "count", window="24h", hop="1h"),

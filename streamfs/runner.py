@@ -1,0 +1,387 @@
+"""THE loop: poll → decode → engine → sinks → (every interval) flush everything, then commit.
+
+One `Worker` runs every view of a pipeline over its Kafka topics in one consumer group. Start
+as many workers as there are partitions; Kafka's group protocol spreads the partitions.
+
+The commit protocol (Worker.commit) is the only place offsets advance:
+
+  1. Redis: the serving state of every key changed since the last write is written and
+     acknowledged (this also happens after every batch, for freshness).
+  2. Parquet: feature rows and archived events are flushed (fsync'd, renamed into place).
+  3. Dead letters: the producer is flushed and every rejection acknowledged.
+  4. Engine checkpoint (every `checkpoint_interval_s`, on revoke and at shutdown): a snapshot of
+     each partition's state at exactly the offsets about to be committed.
+  5. The offsets are committed to Kafka, synchronously.
+
+A crash anywhere before 5 replays from the previous commit, and replaying changes nothing:
+Redis writes are whole-value overwrites of deterministic state, Parquet files of offsets that
+were never committed are deleted when the partition is assigned again (OfflineWriter.truncate),
+checkpoints beyond the commit are discarded, and the engine state is rebuilt from the newest
+checkpoint plus the event archive up to the committed offset. Dead letters are at-least-once.
+
+Requirement: every view reading a topic is keyed by the same entity, and producers key the
+Kafka messages by it, so one entity's events live in one partition (its order and its state are
+per partition). A pipeline that breaks this is refused at start-up (see check_co_partitioning).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from types import FrameType
+from typing import Any
+
+import redis
+
+from streamfs.checkpoint import CheckpointStore
+from streamfs.deadletter import DeadLetterWriter
+from streamfs.decode import Decoder
+from streamfs.engine import Engine, Key, ViewEngine
+from streamfs.errors import ConfigError, ServiceError
+from streamfs.metrics import HealthServer, WorkerMetrics
+from streamfs.offline import OfflineWriter, archived_events
+from streamfs.online import OnlineWriter
+from streamfs.records import Position, Rejected, SourceEvent
+from streamfs.registry import Pipeline
+from streamfs.settings import Settings
+from streamfs.sources import KafkaReader, TopicPartitionKey, arrival_ms
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class WorkerOptions:
+    """How the loop paces itself. Defaults favour freshness at steady rates and big batches under load."""
+
+    batch_size: int = 5_000
+    poll_timeout_s: float = 0.05
+    commit_interval_s: float = 2.0
+    checkpoint_interval_s: float = 30.0
+    until_caught_up: bool = False
+    serve_metrics: bool = True
+    max_backoff_s: float = 5.0
+
+
+def check_co_partitioning(pipeline: Pipeline) -> None:
+    """Refuse views of one topic keyed by different entities (their events would be split by partition)."""
+    for topic in pipeline.topics:
+        views = pipeline.views_for_topic(topic)
+        keyings = {view.entity.join_keys for view in views}
+        if len(keyings) > 1:
+            described = ", ".join(f"{v.name} ({'+'.join(v.entity.join_keys)})" for v in views)
+            raise ConfigError(
+                f"views reading topic {topic!r} are keyed by different entities: {described}. "
+                "Kafka partitions a topic by one key, so one entity's events and state would be split "
+                "across partitions. Give each entity its own topic keyed by that entity "
+                "(streamfs does not repartition topics yet)."
+            )
+
+
+class Worker:
+    """Consumes a pipeline's topics and keeps Redis and Parquet up to date. See the module docstring."""
+
+    def __init__(self, pipeline: Pipeline, settings: Settings, options: WorkerOptions | None = None) -> None:
+        check_co_partitioning(pipeline)
+        self.pipeline = pipeline
+        self.settings = settings
+        self.options = options or WorkerOptions()
+        self.engine = Engine(pipeline.views)
+        self.decoders = {source.topic: Decoder(source) for source in pipeline.sources}
+        self.metrics = WorkerMetrics()
+        self.redis = redis.Redis.from_url(settings.require_redis(), socket_timeout=5, socket_connect_timeout=5)
+        self.online = OnlineWriter(self.redis, list(self.engine.views.values()))
+        self.offline = OfflineWriter(settings.data_dir, pipeline.views)
+        self.dead_letters = DeadLetterWriter(settings.producer_config())
+        self.checkpoints = CheckpointStore(settings.data_dir / "checkpoints", settings.group_id)
+        self.reader: KafkaReader | None = None
+        self.positions: dict[TopicPartitionKey, int] = {}  # next offset to read, per owned partition
+        self.committed: dict[TopicPartitionKey, int] = {}
+        self.targets: dict[TopicPartitionKey, int] = {}  # high watermarks for --until-caught-up
+        self.unwritten: dict[str, set[Key]] = {name: set() for name in self.engine.views}
+        self.arrivals: list[int] = []  # arrival times of events not yet visible in Redis
+        self.stop_requested = False
+        self._last_commit = time.monotonic()
+        self._last_checkpoint = time.monotonic()
+        self._health: HealthServer | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def run(self) -> int:
+        """Consume until stopped (SIGTERM/SIGINT) or, with until_caught_up, until caught up. Returns 0."""
+        from confluent_kafka.admin import AdminClient
+
+        admin = AdminClient({"bootstrap.servers": self.settings.require_kafka()})
+        self.dead_letters.ensure_topics(admin, self.pipeline.topics)
+        if self.options.serve_metrics:
+            self._health = HealthServer(self.metrics, self.settings.metrics_port).start()
+        self.reader = KafkaReader(
+            self.settings.consumer_config(),
+            self.pipeline.topics,
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            on_lost=self._on_lost,
+        )
+        log.info("worker started: pipeline %s, topics %s, group %s",
+                 self.pipeline.name, ", ".join(self.pipeline.topics), self.settings.group_id)
+        try:
+            with _stop_signals(self):
+                while not self.stop_requested:
+                    self.step()
+                    if self.options.until_caught_up and self.caught_up():
+                        log.info("caught up with the end offsets seen at assignment")
+                        break
+            self.commit(checkpoint=True)
+        finally:
+            self.reader.close()
+            self.dead_letters.flush()
+            if self._health is not None:
+                self._health.stop()
+        return 0
+
+    def step(self) -> int:
+        """One turn of the loop: consume a batch, process it, write Redis, commit if due."""
+        assert self.reader is not None
+        messages = self.reader.consume(self.options.batch_size, self.options.poll_timeout_s)
+        self.metrics.last_progress.set_to_current_time()
+        if messages:
+            self.metrics.batch_size.observe(len(messages))
+            self._process(messages)
+        self._write_online()
+        if time.monotonic() - self._last_commit >= self.options.commit_interval_s:
+            self.commit(checkpoint=time.monotonic() - self._last_checkpoint >= self.options.checkpoint_interval_s)
+        return len(messages)
+
+    def caught_up(self) -> bool:
+        assert self.reader is not None
+        if not self.reader.assignment:
+            return False
+        return all(self.positions.get(tp, 0) >= self.targets.get(tp, 0) for tp in self.reader.assignment)
+
+    # ------------------------------------------------------------------ data path
+
+    def _process(self, messages: Sequence[Any]) -> None:
+        by_topic: dict[str, tuple[list[SourceEvent], list[Rejected]]] = {}
+        for message in messages:
+            topic, partition, offset = message.topic(), message.partition(), message.offset()
+            if (topic, partition) not in self.positions:
+                continue  # a late message of a partition revoked during this consume call
+            decoded = self.decoders[topic].decode(
+                message.value(), arrival_time=arrival_ms(message), position=Position(topic, partition, offset)
+            )
+            events, rejected = by_topic.setdefault(topic, ([], []))
+            if isinstance(decoded, Rejected):
+                rejected.append(decoded)
+            else:
+                events.append(decoded)
+            self.positions[(topic, partition)] = offset + 1
+        for topic, (events, rejected) in by_topic.items():
+            self.metrics.consumed.labels(topic).inc(len(events) + len(rejected))
+            self.offline.add_events(self.pipeline.source(topic), events)
+            for engine in self.engine.for_topic(topic):
+                result = engine.process(events)
+                self.offline.add_rows(result.rows)
+                rejected.extend(result.rejected)
+                self.metrics.accepted.labels(engine.name).inc(len(result.rows))
+                if result.filtered:
+                    self.metrics.filtered.labels(engine.name).inc(result.filtered)
+            for item in rejected:
+                self.metrics.rejected.labels(item.reason, item.view or "").inc()
+            self.dead_letters.add(topic, rejected)
+            self.arrivals.extend(event.arrival_time for event in events)
+
+    def _write_online(self) -> None:
+        """Write every changed key's serving state to Redis; on failure pause, back off, retry."""
+        for engine in self.engine.views.values():
+            self.unwritten[engine.name].update(engine.take_dirty())
+        if not any(self.unwritten.values()):
+            self.arrivals.clear()
+            return
+        backoff = 0.1
+        paused = False
+        while True:
+            try:
+                started = time.perf_counter()
+                for name, keys in self.unwritten.items():
+                    if keys:
+                        engine = self.engine.views[name]
+                        self.online.write(engine, keys)
+                        keys.clear()
+                self.metrics.sink_seconds.labels("redis").observe(time.perf_counter() - started)
+                break
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                self.metrics.sink_errors.labels("redis").inc()
+                if self.stop_requested and not self.options.until_caught_up:
+                    raise ServiceError(f"Redis unavailable at shutdown: {exc}") from exc
+                if not paused and self.reader is not None:
+                    log.warning("Redis unavailable (%s); pausing consumption and retrying", exc)
+                    self.reader.pause()
+                    paused = True
+                self._idle(backoff)
+                backoff = min(backoff * 2, self.options.max_backoff_s)
+        if paused and self.reader is not None:
+            log.info("Redis is back; resuming consumption")
+            self.reader.resume()
+        now = time.time() * 1000
+        for arrival in self.arrivals:
+            self.metrics.freshness.observe(max(0.0, (now - arrival) / 1000))
+        self.arrivals.clear()
+
+    def _idle(self, seconds: float) -> None:
+        """Wait while keeping the group membership alive (consume on paused partitions returns nothing)."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if self.reader is not None:
+                self.reader.consume(1, min(0.1, max(0.0, deadline - time.monotonic())))
+            else:
+                time.sleep(min(0.1, seconds))
+
+    def commit(self, *, checkpoint: bool = False, partitions: Sequence[TopicPartitionKey] | None = None) -> None:
+        """The commit protocol (module docstring): Redis, Parquet, dead letters, checkpoint, offsets."""
+        self._write_online()
+        started = time.perf_counter()
+        self.offline.flush()
+        self.metrics.sink_seconds.labels("parquet").observe(time.perf_counter() - started)
+        self.dead_letters.flush()
+        owned = list(self.positions) if partitions is None else [tp for tp in partitions if tp in self.positions]
+        offsets = {tp: self.positions[tp] for tp in owned if self.positions[tp] != self.committed.get(tp)}
+        if checkpoint:
+            for tp in owned:
+                self._save_checkpoint(tp)
+            self._last_checkpoint = time.monotonic()
+        if offsets and self.reader is not None:
+            self.reader.commit(offsets)
+            self.committed.update(offsets)
+            self.metrics.commits.inc()
+        self._last_commit = time.monotonic()
+        self._update_lag()
+
+    def _save_checkpoint(self, tp: TopicPartitionKey) -> None:
+        topic, partition = tp
+        snapshots = {engine.name: engine.snapshot(partition) for engine in self.engine.for_topic(topic)}
+        self.checkpoints.save(topic, partition, self.positions[tp], snapshots)
+
+    def _update_lag(self) -> None:
+        if self.reader is None:
+            return
+        for tp, position in self.positions.items():
+            target = self.targets.get(tp)
+            if target is not None:
+                self.metrics.lag.labels(tp[0], str(tp[1])).set(max(0, target - position))
+
+    # ------------------------------------------------------------------ rebalances
+
+    def _on_assign(self, partitions: list[TopicPartitionKey]) -> None:
+        assert self.reader is not None
+        committed = self.reader.committed(partitions)
+        for tp in partitions:
+            low, high = self.reader.watermarks(tp)
+            start = committed.get(tp)
+            if start is None:
+                start = low
+            self.recover(tp, start)
+            self.positions[tp] = start
+            self.committed[tp] = start
+            self.targets[tp] = high
+        self.metrics.ready = True
+        log.info("assigned %s", ", ".join(f"{t}[{p}]@{self.positions[(t, p)]}" for t, p in partitions))
+
+    def recover(self, tp: TopicPartitionKey, committed: int) -> None:
+        """Make the state of one partition exactly what it was at `committed`.
+
+        Delete output of uncommitted offsets, load the newest checkpoint at or below the commit,
+        then replay archived events from the checkpoint up to the commit (rows and Redis writes
+        are not repeated: both already hold them).
+        """
+        topic, partition = tp
+        self.offline.truncate(topic, partition, committed)
+        self.checkpoints.discard_after(topic, partition, committed)
+        engines = self.engine.for_topic(topic)
+        found = self.checkpoints.latest(topic, partition, committed)
+        replay_from = 0
+        for engine in engines:
+            engine.drop(partition)
+        if found is not None:
+            replay_from, snapshots = found
+            for engine in engines:
+                if engine.name in snapshots:
+                    engine.restore(snapshots[engine.name])
+                else:
+                    replay_from = 0  # a view added since the checkpoint: rebuild everything
+            if replay_from == 0:
+                for engine in engines:
+                    engine.drop(partition)
+        if replay_from < committed:
+            started = time.perf_counter()
+            replayed = self._replay(topic, partition, replay_from, committed, engines)
+            log.info("rebuilt %s[%d] state from the archive: %d events in %.2f s",
+                     topic, partition, replayed, time.perf_counter() - started)
+        for engine in engines:
+            engine.take_dirty([partition])
+
+    def _replay(self, topic: str, partition: int, start: int, end: int, engines: list[ViewEngine]) -> int:
+        source = self.pipeline.source(topic)
+        count = 0
+        batch: list[SourceEvent] = []
+        for event in archived_events(self.settings.data_dir, source, partition=partition, offsets=(start, end)):
+            batch.append(event)
+            if len(batch) >= 10_000:
+                count += self._replay_batch(batch, engines)
+                batch = []
+        return count + self._replay_batch(batch, engines)
+
+    @staticmethod
+    def _replay_batch(batch: list[SourceEvent], engines: list[ViewEngine]) -> int:
+        for engine in engines:
+            engine.process(batch)
+        return len(batch)
+
+    def _on_revoke(self, partitions: list[TopicPartitionKey]) -> None:
+        try:
+            self.commit(checkpoint=True, partitions=partitions)
+        except (ServiceError, redis.RedisError, OSError) as exc:
+            log.warning("could not commit revoked partitions (their new owner replays): %s", exc)
+        self._forget(partitions)
+
+    def _on_lost(self, partitions: list[TopicPartitionKey]) -> None:
+        log.warning("partitions lost without revoke: %s", partitions)
+        self._forget(partitions)
+
+    def _forget(self, partitions: list[TopicPartitionKey]) -> None:
+        for tp in partitions:
+            self.offline.discard(*tp)
+            for engine in self.engine.for_topic(tp[0]):
+                engine.drop(tp[1])
+            self.positions.pop(tp, None)
+            self.committed.pop(tp, None)
+            self.targets.pop(tp, None)
+
+
+@contextmanager
+def _stop_signals(worker: Worker) -> Iterator[None]:
+    """SIGTERM/SIGINT ask the loop to stop after the current batch; it then flushes and commits."""
+
+    def request_stop(signum: int, frame: FrameType | None) -> None:
+        log.info("signal %d: stopping after this batch", signum)
+        worker.stop_requested = True
+
+    try:
+        previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    except ValueError:  # not the main thread: the caller stops the worker itself
+        yield
+        return
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def run_worker(spec: str, settings: Settings | None = None, options: WorkerOptions | None = None) -> int:
+    """`streamfs run`: load a pipeline by import string and run a worker until stopped."""
+    from streamfs.registry import load_pipeline
+
+    return Worker(load_pipeline(spec), settings or Settings.load(), options).run()
