@@ -58,7 +58,9 @@ clicks_by_product = KafkaSource(
     schema=Click,
     timestamp_field="ts",
     allowed_lateness="2m",
-    description="The same interactions keyed by product (one topic per entity key; see docs/architecture.md).",
+    description=(
+        "The same interactions keyed by product (one topic per entity key; see docs/architecture.md)."
+    ),
 )
 
 

@@ -224,7 +224,9 @@ def test_lookups() -> None:
     with pytest.raises(KeyError, match="no feature view 'nope' \\(views: user_engagement, "):
         pipeline.view("nope")
     assert pipeline.views_for_topic("payments") == ()
-    with pytest.raises(KeyError, match="no source reads topic 'payments' \\(topics: clicks, clicks.by_product\\)"):
+    with pytest.raises(
+        KeyError, match=r"no source reads topic 'payments' \(topics: clicks, clicks\.by_product\)"
+    ):
         pipeline.source("payments")
 
 
