@@ -1,0 +1,286 @@
+"""The offline sink: buffers feature rows and source events, writes them as Parquet on flush.
+
+Durability and idempotency, the contract the worker relies on (runner: flush every sink, then
+commit offsets):
+
+* `flush()` returns only when every buffered row is in a file that is fsynced, renamed into
+  place and whose directory is fsynced. A file is written under a dot-prefixed temporary name
+  in its final directory (readers skip dot files) and renamed, so readers see whole files or
+  nothing.
+* A file holds one flush's rows of one source partition and one UTC date; its name carries the
+  first and last offset in it. Offsets are committed only after a flush, so a file never holds
+  both committed and uncommitted offsets, and after a crash `truncate(topic, partition,
+  committed)` removes exactly the files the crashed worker wrote past its last commit. The
+  replay that follows rewrites them.
+
+Speed: rows are kept as the records they arrive as and transposed into columns once per flush
+(`zip(*...)` runs in C), then each column becomes one typed Arrow array; per-row dicts are never
+built. Measured ≈ 560k feature rows/s (15 features) and ≈ 610k archived events/s (6 fields)
+including the Parquet write, one core (benchmarks/offline_write.py).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterable, Sequence
+from operator import attrgetter, itemgetter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from streamfs.definitions import FeatureView, KafkaSource
+from streamfs.offline import layout
+from streamfs.records import FeatureRow, SourceEvent
+
+__all__ = ["OfflineWriter", "write_atomic"]
+
+COMPRESSION = "zstd"
+_TEMP_SUFFIX = ".tmp"
+
+
+def _version() -> str:
+    from streamfs import __version__  # the package imports this module's package lazily
+
+    return __version__
+
+
+class OfflineWriter:
+    """Buffers FeatureRows (per view) and SourceEvents (per source); `flush` makes them durable."""
+
+    def __init__(self, root: Path | str, views: Sequence[FeatureView]) -> None:
+        from streamfs.engine import ViewEngine  # the fingerprint is the engine's definition of "same state"
+
+        self.root = Path(root)
+        self.views = {view.name: view for view in views}
+        version = _version()
+        self._feature_schemas = {
+            view.name: layout.feature_schema(view, ViewEngine(view).fingerprint(), version) for view in views
+        }
+        self._sources: dict[str, KafkaSource] = {view.source.name: view.source for view in views}
+        self._archive_schemas: dict[str, pa.Schema] = {}
+        self._rows: dict[tuple[str, str, int], list[FeatureRow]] = {}
+        self._events: dict[tuple[str, str, int], list[SourceEvent]] = {}
+        self.pending_rows = 0
+        self.pending_events = 0
+
+    @property
+    def pending(self) -> int:
+        """Rows plus events buffered and not yet flushed."""
+        return self.pending_rows + self.pending_events
+
+    # ------------------------------------------------------------------ buffering
+
+    def add_rows(self, rows: Iterable[FeatureRow]) -> None:
+        """Buffer feature rows (each must carry its Kafka position and belong to a known view)."""
+        buffers = self._rows
+        added = 0
+        for row in rows:
+            position = row.position
+            if position is None:
+                raise ValueError(f"feature row of view {row.view!r} has no Kafka position; the log needs one")
+            if row.view not in self.views:
+                raise ValueError(
+                    f"feature row of unknown view {row.view!r} (writer views: {list(self.views)})"
+                )
+            group = (row.view, position.topic, position.partition)
+            buffer = buffers.get(group)
+            if buffer is None:
+                buffer = buffers[group] = []
+            buffer.append(row)
+            added += 1
+        self.pending_rows += added
+
+    def add_events(self, source: KafkaSource, events: Iterable[SourceEvent]) -> None:
+        """Buffer validated source events for the archive (each must carry its Kafka position)."""
+        known = self._sources.setdefault(source.name, source)
+        if known is not source and known != source:
+            raise ValueError(f"two different sources are named {source.name!r}")
+        buffers = self._events
+        added = 0
+        for event in events:
+            position = event.position
+            if position is None:
+                raise ValueError(
+                    f"event of source {source.name!r} has no Kafka position; the archive needs one"
+                )
+            group = (source.name, position.topic, position.partition)
+            buffer = buffers.get(group)
+            if buffer is None:
+                buffer = buffers[group] = []
+            buffer.append(event)
+            added += 1
+        self.pending_events += added
+
+    # ------------------------------------------------------------------ flush
+
+    def flush(self) -> None:
+        """Write every buffered row and event; durable on return. Buffers are kept if it raises."""
+        for (view, topic, partition), rows in self._rows.items():
+            table = self._feature_table(view, topic, partition, rows)
+            _write_by_day(table, layout.features_dir(self.root, view), partition)
+        for (source, topic, partition), events in self._events.items():
+            table = self._archive_table(self._sources[source], topic, partition, events)
+            _write_by_day(table, layout.archive_dir(self.root, source), partition)
+        self._rows.clear()
+        self._events.clear()
+        self.pending_rows = self.pending_events = 0
+
+    def _feature_table(self, view_name: str, topic: str, partition: int, rows: list[FeatureRow]) -> pa.Table:
+        view = self.views[view_name]
+        schema = self._feature_schemas[view_name]
+        n = len(rows)
+        keys = list(zip(*map(attrgetter("key"), rows), strict=True))
+        values = list(zip(*map(attrgetter("values"), rows), strict=True))
+        positions = list(map(attrgetter("position"), rows))
+        arrays: list[pa.Array] = []
+        for index in range(len(view.entity.join_keys)):
+            arrays.append(pa.array(keys[index], type=schema.field(index).type))
+        arrays.append(_timestamps(list(map(attrgetter("event_time"), rows))))
+        arrays.append(_timestamps(list(map(attrgetter("arrival_time"), rows))))
+        arrays.append(pa.array([topic] * n, type=pa.string()))
+        arrays.append(pa.array(np.full(n, partition, dtype=np.int32)))
+        arrays.append(pa.array(list(map(attrgetter("offset"), positions)), type=pa.int64()))
+        base = len(view.entity.join_keys) + 5
+        for index in range(len(view.features)):
+            arrays.append(pa.array(values[index], type=schema.field(base + index).type))
+        return pa.Table.from_arrays(arrays, schema=schema)
+
+    def _archive_table(
+        self, source: KafkaSource, topic: str, partition: int, events: list[SourceEvent]
+    ) -> pa.Table:
+        schema = self._archive_schemas.get(source.name)
+        if schema is None:
+            schema = self._archive_schemas[source.name] = layout.archive_schema(source, _version())
+        n = len(events)
+        names = list(source.schema.model_fields)
+        arrays: list[pa.Array] = [
+            pa.array([topic] * n, type=pa.string()),
+            pa.array(np.full(n, partition, dtype=np.int32)),
+            pa.array([event.position.offset for event in events], type=pa.int64()),  # type: ignore[union-attr]
+            _timestamps(list(map(attrgetter("arrival_time"), events))),
+            _timestamps(list(map(attrgetter("event_time"), events))),
+        ]
+        for name, column in zip(names, _field_columns(names, events), strict=True):
+            arrays.append(pa.array(column, type=schema.field(name).type))
+        return pa.Table.from_arrays(arrays, schema=schema)
+
+    # ------------------------------------------------------------------ crash recovery
+
+    def truncate(self, topic: str, partition: int, committed_offset: int) -> int:
+        """Delete this topic-partition's files holding offsets ≥ `committed_offset`; return how many.
+
+        Called when the worker is assigned a partition, before it consumes: whatever a crashed
+        predecessor flushed past its last commit is replayed from Kafka, so its files must go.
+        Leftover temporary files in the same directories are removed too.
+        """
+        directories = [
+            layout.features_dir(self.root, view.name)
+            for view in self.views.values()
+            if view.source.topic == topic
+        ]
+        directories += [
+            layout.archive_dir(self.root, source.name)
+            for source in self._sources.values()
+            if source.topic == topic
+        ]
+        return truncate_files(directories, partition, committed_offset)
+
+
+def truncate_files(directories: Iterable[Path], partition: int, committed_offset: int) -> int:
+    """`OfflineWriter.truncate` on explicit view/source directories."""
+    removed = 0
+    for directory in directories:
+        touched: set[Path] = set()
+        for data_file in layout.list_files(directory):
+            if data_file.partition == partition and data_file.first_offset >= committed_offset:
+                data_file.path.unlink()
+                touched.add(data_file.path.parent)
+                removed += 1
+        if directory.is_dir():
+            for date_dir in directory.iterdir():
+                for temp in date_dir.glob(f".p{partition:04d}-*{_TEMP_SUFFIX}"):
+                    temp.unlink(missing_ok=True)
+                    touched.add(date_dir)
+        for date_dir in touched:
+            _fsync_dir(date_dir)
+    return removed
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def _timestamps(ms: list[int]) -> pa.Array:
+    return pa.array(ms, type=pa.int64()).cast(layout.TIMESTAMP)
+
+
+def _field_columns(names: list[str], events: list[SourceEvent]) -> list[Sequence[Any]]:
+    """Each schema field's values over the events, transposed in C when every event has every field."""
+    if not events:
+        return [[] for _ in names]
+    fields = [event.fields for event in events]
+    try:
+        if len(names) == 1:
+            return [list(map(itemgetter(names[0]), fields))]
+        return list(zip(*map(itemgetter(*names), fields), strict=True))
+    except KeyError:  # hand-built events may omit optional fields
+        return [[f.get(name) for f in fields] for name in names]
+
+
+def _write_by_day(table: pa.Table, directory: Path, partition: int) -> None:
+    """Split a partition's table by UTC date of event time and write one file per date."""
+    times = table.column("event_time").cast(pa.int64()).to_numpy()
+    days = np.floor_divide(times, layout.DAY_MS)
+    offsets = table.column("offset").to_numpy()
+    unique_days = np.unique(days)
+    for day in unique_days:
+        if len(unique_days) == 1:
+            part, part_offsets = table, offsets
+        else:
+            mask = days == day
+            part = table.filter(pa.array(mask))
+            part_offsets = offsets[mask]
+        name = layout.file_name(partition, int(part_offsets.min()), int(part_offsets.max()))
+        write_atomic(part, directory / layout.date_dir_name(int(day)) / name)
+
+
+def write_atomic(table: pa.Table, path: Path) -> None:
+    """Write `table` to `path` so that a reader or a crash sees the whole file or none of it."""
+    created = _make_dirs(path.parent)
+    temp = path.parent / f".{path.name}.{uuid.uuid4().hex}{_TEMP_SUFFIX}"
+    try:
+        pq.write_table(table, str(temp), compression=COMPRESSION)
+        fd = os.open(temp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(temp, path)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+    for directory in created:  # a new directory's entry lives in its parent
+        _fsync_dir(directory.parent)
+
+
+def _make_dirs(directory: Path) -> list[Path]:
+    """mkdir -p, returning the directories it created (outermost first)."""
+    missing: list[Path] = []
+    current = directory
+    while not current.exists():
+        missing.append(current)
+        current = current.parent
+    directory.mkdir(parents=True, exist_ok=True)
+    return list(reversed(missing))
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
