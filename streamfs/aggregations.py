@@ -9,7 +9,7 @@ later arrival for `last` and the earlier arrival for `first`.
 Null inputs are ignored (SQL semantics). Empty windows: count and count_distinct 0, sum 0,
 everything else None. Sums, means and variances are
 computed from exact partials and rounded once when read, so they do not depend on the order
-of merges or on batch boundaries. `stddev` and `variance` are the *sample* statistics (n − 1, None below
+of merges or on batch boundaries. `stddev` and `variance` are the *sample* statistics (n - 1, None below
 two values, like SQL's STDDEV/VARIANCE); `stddev_pop` and `variance_pop` divide by n.
 
 count_distinct is not a monoid over tiles here (unions of big sets per event are too slow);
@@ -207,7 +207,7 @@ class First:
 class Spread:
     """Variance / standard deviation from exact partials (n, Σx, Σx²).
 
-    With exact sums the textbook formula (n·Σx² − (Σx)²) / (n·(n−1)) has no cancellation error:
+    With exact sums the textbook formula (n·Σx² - (Σx)²) / (n·(n-1)) has no cancellation error:
     the variance is rounded once, and the standard deviation is its correctly rounded square root.
     """
 
@@ -234,7 +234,7 @@ class Spread:
         denominator = n * (n - 1) if self.sample else n * n
         if n == 0 or denominator == 0:
             return None
-        # n·Σx² − (Σx)² at the common exponent e = min(e2, 2·e1); both terms are exact integers.
+        # n·Σx² - (Σx)² at the common exponent e = min(e2, 2·e1); both terms are exact integers.
         e = min(e2, 2 * e1)
         numerator = n * (s2 << (e2 - e)) - ((s1 * s1) << (2 * e1 - e))
         variance = exact_ratio(max(numerator, 0), e, denominator)

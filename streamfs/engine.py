@@ -3,7 +3,7 @@
 Per entity key the engine keeps, for each distinct window of a view, H-aligned *tiles* of
 partial aggregates, and a small *buffer* of raw events that may still be needed exactly:
 
-* The key's watermark is w = (greatest accepted event time) − allowed lateness. Any event that
+* The key's watermark is w = (greatest accepted event time) - allowed lateness. Any event that
   arrives later and is accepted has event time ≥ w, so every future evaluation is at some t ≥ w.
 * Events older than w are *settled* into their tile: every window evaluated at t ≥ w contains
   either the whole tile or none of it, so tile partials are all that is needed.
@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from streamfs.aggregations import Monoid, empty_result, monoid_for
@@ -81,6 +82,10 @@ class CompiledView:
     numeric_slots: tuple[int, ...]
     ordered_slots: tuple[int, ...]
     hashed_slots: tuple[int, ...]
+    typed_slots: tuple[tuple[int, tuple[type, ...]], ...] = ()
+    """min/max inputs whose schema type is known: (slot, the types that compare with it)."""
+    time_slots: tuple[int, ...] = ()
+    """Inputs that may hold datetimes (schema type datetime, or not in the schema)."""
 
     @classmethod
     def build(cls, view: FeatureView) -> CompiledView:
@@ -110,6 +115,14 @@ class CompiledView:
         groups = tuple(
             _Group(spec, tuple(tiled), tuple(distinct)) for spec, (tiled, distinct) in windows.items()
         )
+        typed: list[tuple[int, tuple[type, ...]]] = []
+        for slot in sorted(ordered - numeric):
+            base = view.source.field_type(inputs[slot])
+            if base is not None:
+                typed.append((slot, (int, float) if base in (int, float) else (base,)))
+        times = [
+            slot for slot, name in enumerate(inputs) if view.source.field_type(name) in (datetime, None)
+        ]
         return cls(
             view=view,
             key_fields=view.entity.join_keys,
@@ -119,6 +132,8 @@ class CompiledView:
             numeric_slots=tuple(sorted(numeric)),
             ordered_slots=tuple(sorted(ordered - numeric)),
             hashed_slots=tuple(sorted(hashed)),
+            typed_slots=tuple(typed),
+            time_slots=tuple(times),
         )
 
 
@@ -277,7 +292,8 @@ class ViewEngine:
                 try:
                     transformed = transform(dict(fields))
                 except Exception as exc:
-                    result.rejected.append(self._reject(event, TRANSFORM_FAILED, f"{type(exc).__name__}: {exc}"))
+                    detail = f"{type(exc).__name__}: {exc}"
+                    result.rejected.append(self._reject(event, TRANSFORM_FAILED, detail))
                     continue
                 if transformed is None:
                     result.filtered += 1
@@ -286,7 +302,8 @@ class ViewEngine:
             key = tuple([fields.get(name) for name in key_fields])
             if None in key:
                 missing = [name for name, value in zip(key_fields, key, strict=True) if value is None]
-                result.rejected.append(self._reject(event, MISSING_KEY, f"entity key field(s) {missing} missing"))
+                detail = f"entity key field(s) {missing} missing"
+                result.rejected.append(self._reject(event, MISSING_KEY, detail))
                 continue
             values = tuple([fields.get(name) for name in inputs])
             problem = self._bad_value(values)
@@ -335,16 +352,26 @@ class ViewEngine:
                     return f"field {compiled.input_fields[slot]!r} is {value}, not a finite number"
             elif type(value) is not int:
                 return f"field {compiled.input_fields[slot]!r} must be a number, got {type(value).__name__}"
+        for slot in compiled.time_slots:
+            value = values[slot]
+            if isinstance(value, datetime) and value.tzinfo is None:
+                return f"field {compiled.input_fields[slot]!r} is a datetime without a time zone ({value})"
         for slot in compiled.ordered_slots:
             value = values[slot]
             if type(value) is float and math.isnan(value):
                 return f"field {compiled.input_fields[slot]!r} is NaN, which has no order"
+        for slot, types in compiled.typed_slots:
+            value = values[slot]
+            if value is not None and not isinstance(value, types):
+                expected = " or ".join(t.__name__ for t in types)
+                return f"field {compiled.input_fields[slot]!r} must be {expected}, got {type(value).__name__}"
         for slot in compiled.hashed_slots:
             value = values[slot]
             try:
                 hash(value)
             except TypeError:
-                return f"field {compiled.input_fields[slot]!r} value of type {type(value).__name__} is not hashable"
+                kind = type(value).__name__
+                return f"field {compiled.input_fields[slot]!r} value of type {kind} is not hashable"
             if type(value) is float and math.isnan(value):
                 return f"field {compiled.input_fields[slot]!r} is NaN, which equals nothing"
         return None
@@ -470,7 +497,7 @@ class ViewEngine:
         return None
 
     def watermark(self, key: Key) -> int | None:
-        """The key's watermark (newest accepted event time − allowed lateness), None if unseen."""
+        """The key's watermark (newest accepted event time - allowed lateness), None if unseen."""
         state = self._find(key)
         if state is None or state.max_time is None:
             return None

@@ -1,7 +1,7 @@
 """Pure window arithmetic on integer epoch milliseconds.
 
 A window feature of length L and hop H evaluated at time t covers event times in
-[start(t), t] with start(t) = floor(t / H)·H + H − L: the L/H most recent H-aligned tiles,
+[start(t), t] with start(t) = floor(t / H)·H + H - L: the L/H most recent H-aligned tiles,
 the newest of which contains t. Tiles are numbered by floor(time / H), so tile i covers
 [i·H, (i+1)·H). Python's floor division makes this exact for times before 1970 too.
 """
