@@ -338,7 +338,8 @@ def kafka_answers(bootstrap: str, timeout_s: float = 2.0) -> bool:
     from confluent_kafka.admin import AdminClient
 
     try:
-        AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=timeout_s)
+        # log_level 0: a broker that is still starting is expected here, not worth stderr noise.
+        AdminClient({"bootstrap.servers": bootstrap, "log_level": 0}).list_topics(timeout=timeout_s)
     except KafkaException:
         return False
     return True
