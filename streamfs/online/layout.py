@@ -1,0 +1,300 @@
+"""The Redis layout of the online store: key names and value encoding, write side and read side.
+
+This module is the only place that knows how features sit in Redis (docs/storage-online.md):
+
+* ``<ns>:{<entity>:<encode_key(key)>}:<view>`` — a string per (view, entity key). The ``{...}``
+  hash tag puts every view of one entity in one Redis Cluster slot.
+* its value — compact JSON ``[fingerprint, max_time, events, written_ms, exotic, groups]`` where
+  ``groups`` is ``[[starts, values], ...]``, one step function per window group (engine order).
+  Reads evaluate the step function at ``max(as_of, max_time)``, so values decay with time even
+  when no event arrives. ``exotic`` is 1 when some value needed a tag (see `_freeze`), so the
+  common case decodes with one ``orjson.loads`` and nothing else.
+* ``<ns>:views`` — a hash: view name → JSON metadata (`ViewMeta`), so a client can read without
+  importing the pipeline.
+
+Entries expire (PX) after the view's ttl plus its longest window: Redis frees dead entities,
+while the reader applies the ttl itself against as_of, so reads stay exact.
+"""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_right
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import Decimal
+from hashlib import blake2b
+from typing import Any
+
+import orjson
+
+from streamfs.definitions import FeatureView
+from streamfs.engine import ServingState, ViewEngine
+
+NAMESPACE = "sfs"
+META_FORMAT = 1
+_INT64_MIN = -(2**63)
+_UINT64_MAX = 2**64 - 1
+_TAG = "~"
+
+
+# --------------------------------------------------------------------------- key names
+
+
+def key_prefix(namespace: str, entity: str) -> str:
+    """Everything before the encoded entity key: ``sfs:{card:``."""
+    return f"{namespace}:{{{entity}:"
+
+
+def key_suffix(view: str) -> str:
+    """Everything after the encoded entity key: ``}:card_activity``."""
+    return f"}}:{view}"
+
+
+def entry_key(namespace: str, entity: str, encoded_key: str, view: str) -> str:
+    """``sfs:{card:c1}:card_activity``; `encoded_key` is `streamfs.keys.encode_key` of the key."""
+    return key_prefix(namespace, entity) + encoded_key + key_suffix(view)
+
+
+def views_key(namespace: str) -> str:
+    """The hash of view metadata: ``sfs:views``."""
+    return f"{namespace}:views"
+
+
+def short_fingerprint(fingerprint: str) -> str:
+    """16 hex digits of the engine fingerprint: enough to tell definitions apart, cheap to store per entry."""
+    return blake2b(fingerprint.encode(), digest_size=8).hexdigest()
+
+
+# --------------------------------------------------------------------------- view metadata
+
+
+@dataclass(frozen=True, slots=True)
+class ViewMeta:
+    """What a reader needs to know about a view; stored in ``<ns>:views`` by the writer."""
+
+    name: str
+    entity: str
+    join_keys: tuple[str, ...]
+    features: tuple[str, ...]
+    """Feature names in view order (the order a whole-view read returns)."""
+    groups: tuple[tuple[str, ...], ...]
+    """Feature names of each window group, in the order an entry's step values hold them."""
+    ttl: int | None
+    expire_ms: int | None
+    """The PX of every entry: ttl + longest window, or None (no expiry) without a ttl."""
+    fingerprint: str
+
+    @classmethod
+    def from_engine(cls, engine: ViewEngine) -> ViewMeta:
+        view = engine.view
+        windows = [f.window for f in view.features if f.window is not None]
+        expire = None if view.ttl is None else view.ttl + max(windows, default=0)
+        return cls(
+            name=view.name,
+            entity=view.entity.name,
+            join_keys=tuple(view.entity.join_keys),
+            features=tuple(view.feature_names),
+            groups=tuple(tuple(names) for names in engine.group_features),
+            ttl=view.ttl,
+            expire_ms=expire,
+            fingerprint=short_fingerprint(engine.fingerprint()),
+        )
+
+    @classmethod
+    def from_view(cls, view: FeatureView) -> ViewMeta:
+        return cls.from_engine(ViewEngine(view))
+
+    def to_bytes(self) -> bytes:
+        return orjson.dumps(
+            {
+                "format": META_FORMAT,
+                "name": self.name,
+                "entity": self.entity,
+                "join_keys": self.join_keys,
+                "features": self.features,
+                "groups": self.groups,
+                "ttl": self.ttl,
+                "expire_ms": self.expire_ms,
+                "fingerprint": self.fingerprint,
+            }
+        )
+
+    @classmethod
+    def from_bytes(cls, raw: bytes | str) -> ViewMeta:
+        data = orjson.loads(raw)
+        if data.get("format") != META_FORMAT:
+            raise ValueError(f"view metadata format {data.get('format')!r} is not {META_FORMAT}")
+        return cls(
+            name=data["name"],
+            entity=data["entity"],
+            join_keys=tuple(data["join_keys"]),
+            features=tuple(data["features"]),
+            groups=tuple(tuple(names) for names in data["groups"]),
+            ttl=data["ttl"],
+            expire_ms=data["expire_ms"],
+            fingerprint=data["fingerprint"],
+        )
+
+
+# --------------------------------------------------------------------------- entries: write side
+
+
+def encode_entry(state: ServingState, fingerprint: str, written_ms: int) -> bytes:
+    """One entity's serving state as bytes; the same state always gives the same bytes but written_ms."""
+    exotic = 0
+    groups: list[tuple[tuple[int, ...], list[list[Any]]]] = []
+    for steps in state.groups:
+        rows = [list(row) for row in steps.values]
+        groups.append((steps.starts, rows))
+        for row in rows:
+            for index, value in enumerate(row):
+                if not _is_plain(value):
+                    row[index] = _freeze(value)
+                    exotic = 1
+    return orjson.dumps([fingerprint, state.max_time, state.events, written_ms, exotic, groups])
+
+
+def _is_plain(value: Any) -> bool:
+    """Whether JSON carries `value` exactly (orjson writes NaN as null and rejects ints beyond 64 bits)."""
+    kind = type(value)
+    if kind is str or value is None or kind is bool:
+        return True
+    if kind is float:
+        return math.isfinite(value)
+    if kind is int:
+        return bool(_INT64_MIN <= value <= _UINT64_MAX)
+    return False
+
+
+def _freeze(value: Any) -> dict[str, str]:
+    """A value JSON cannot carry exactly, as {"~": type, "v": text}."""
+    if isinstance(value, int):
+        return {_TAG: "int", "v": str(value)}
+    if isinstance(value, float):
+        return {_TAG: "float", "v": repr(value)}
+    if isinstance(value, datetime):
+        return {_TAG: "datetime", "v": value.isoformat()}
+    if isinstance(value, date):
+        return {_TAG: "date", "v": value.isoformat()}
+    if isinstance(value, Decimal):
+        return {_TAG: "decimal", "v": str(value)}
+    raise TypeError(
+        f"the online store cannot hold a feature value of type {type(value).__name__} ({value!r}); "
+        "use str, int, float, bool, datetime, date or Decimal fields"
+    )
+
+
+_THAW: dict[str, Callable[[str], Any]] = {
+    "int": int,
+    "float": float,
+    "datetime": datetime.fromisoformat,
+    "date": date.fromisoformat,
+    "decimal": Decimal,
+}
+
+
+def _thaw_groups(groups: list[list[Any]]) -> list[list[Any]]:
+    for _starts, rows in groups:
+        for row in rows:
+            for index, value in enumerate(row):
+                if type(value) is dict:
+                    row[index] = _THAW[value[_TAG]](value["v"])
+    return groups
+
+
+# --------------------------------------------------------------------------- entries: read side
+
+
+@dataclass(frozen=True, slots=True)
+class Freshness:
+    """How current one entity's entry of one view is (all times epoch milliseconds, UTC)."""
+
+    event_time: int
+    """The newest event time the entry includes."""
+    written_at: int
+    """When the writer stored the entry (wall clock)."""
+    events: int
+    """How many events of the entity the engine has accepted."""
+    expired: bool
+    """True when as_of is more than the view's ttl after event_time (the values read as None)."""
+
+
+Pick = tuple[int, tuple[int, ...] | None]
+"""(group index, positions in the group's step values, or None for all of them)."""
+
+
+class EntryReader:
+    """Decodes the entries of one view for a fixed list of requested features, in bulk.
+
+    Built once per read plan: the per-entity work is one orjson.loads, one bisect per group
+    and slicing, with no per-feature Python dispatch.
+    """
+
+    __slots__ = ("_absent", "_fingerprint", "_order", "_picks", "_ttl", "width")
+
+    def __init__(self, meta: ViewMeta, features: Sequence[str]) -> None:
+        where = {name: (g, p) for g, names in enumerate(meta.groups) for p, name in enumerate(names)}
+        per_group: dict[int, list[int]] = {}
+        for name in features:
+            group, position = where[name]
+            per_group.setdefault(group, []).append(position)
+        picks: list[Pick] = []
+        fetched: list[str] = []
+        for group, positions in sorted(per_group.items()):
+            whole = positions == list(range(len(meta.groups[group])))
+            picks.append((group, None if whole else tuple(positions)))
+            fetched.extend(meta.groups[group][p] for p in positions)
+        order = tuple(fetched.index(name) for name in features)
+        self._picks = tuple(picks)
+        self._order = None if order == tuple(range(len(order))) else order
+        self._fingerprint = meta.fingerprint
+        self._ttl = meta.ttl
+        self.width = len(features)
+        self._absent: tuple[Any, ...] = (None,) * len(features)
+
+    def read(
+        self, raws: Sequence[bytes | None], as_of: int
+    ) -> tuple[list[Sequence[Any]], list[Freshness | None]]:
+        """Values (in the requested feature order) and freshness of each entry at as_of.
+
+        A missing entry, an entry of another definition (fingerprint) and an entry past the
+        view's ttl read as all-None values; only the last has a Freshness (expired=True).
+        """
+        values: list[Sequence[Any]] = []
+        freshness: list[Freshness | None] = []
+        absent = self._absent
+        fingerprint = self._fingerprint
+        ttl = self._ttl
+        picks = self._picks
+        order = self._order
+        loads = orjson.loads
+        for raw in raws:
+            if raw is None:
+                values.append(absent)
+                freshness.append(None)
+                continue
+            entry = loads(raw)
+            if entry[0] != fingerprint:
+                values.append(absent)
+                freshness.append(None)
+                continue
+            max_time = entry[1]
+            if ttl is not None and as_of - max_time > ttl:
+                values.append(absent)
+                freshness.append(Freshness(max_time, entry[3], entry[2], True))
+                continue
+            groups = _thaw_groups(entry[5]) if entry[4] else entry[5]
+            t = as_of if as_of > max_time else max_time
+            row: list[Any] = []
+            for group, positions in picks:
+                starts, steps = groups[group]
+                step = steps[bisect_right(starts, t) - 1]
+                if positions is None:
+                    row += step
+                else:
+                    row += [step[p] for p in positions]
+            values.append(row if order is None else [row[i] for i in order])
+            freshness.append(Freshness(max_time, entry[3], entry[2], False))
+        return values, freshness

@@ -1,0 +1,99 @@
+"""The write side of the online store: serving states of changed keys into Redis.
+
+The worker calls `OnlineWriter.write(engine, engine.take_dirty(...))` before it commits Kafka
+offsets. Each key's whole serving state is written with SET (never a read-modify-write), so a
+replay after a crash rewrites the same bytes (bar the write time) and changes nothing a reader
+sees. Redis errors (ConnectionError, TimeoutError) propagate: the worker pauses, retries the
+write, and commits only once it succeeds.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Sequence
+
+import redis
+
+from streamfs.engine import Key, ViewEngine
+from streamfs.keys import encode_key
+from streamfs.online.layout import NAMESPACE, ViewMeta, encode_entry, key_prefix, key_suffix, views_key
+
+DEFAULT_CHUNK = 1_000
+
+
+def wall_clock_ms() -> int:
+    """Milliseconds since the epoch, UTC (the write time stored in every entry)."""
+    return time.time_ns() // 1_000_000
+
+
+class OnlineWriter:
+    """Writes the serving states of a pipeline's views to Redis, pipelined in chunks.
+
+    Nothing is buffered: `write` has sent everything when it returns, so `flush` is a no-op kept
+    for the sink protocol. View metadata (``<ns>:views``) is written on the first write, not in
+    the constructor, so building a writer needs no Redis.
+    """
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        engines: Sequence[ViewEngine],
+        *,
+        namespace: str = NAMESPACE,
+        chunk_size: int = DEFAULT_CHUNK,
+        clock: Callable[[], int] = wall_clock_ms,
+    ) -> None:
+        if chunk_size <= 0:
+            raise ValueError("chunk_size must be positive")
+        self.client = client
+        self.namespace = namespace
+        self.chunk_size = chunk_size
+        self.clock = clock
+        self._metas = {engine.name: ViewMeta.from_engine(engine) for engine in engines}
+        self._registered = False
+
+    def register(self) -> None:
+        """Store every view's metadata in ``<ns>:views`` (idempotent)."""
+        mapping = {name: meta.to_bytes() for name, meta in self._metas.items()}
+        if mapping:
+            self.client.hset(views_key(self.namespace), mapping=mapping)  # type: ignore[arg-type]
+        self._registered = True
+
+    def write(self, engine: ViewEngine, keys: Iterable[Key]) -> int:
+        """SET the serving state of each key (with PX when the view has a ttl); return how many.
+
+        Keys the engine no longer holds (their partition was revoked) are skipped: their new
+        owner writes them.
+        """
+        meta = self._metas.get(engine.name)
+        if meta is None:
+            known = sorted(self._metas)
+            raise ValueError(f"view {engine.name!r} was not given to this OnlineWriter (views: {known})")
+        if not self._registered:
+            self.register()
+        prefix = key_prefix(self.namespace, meta.entity)
+        suffix = key_suffix(meta.name)
+        fingerprint = meta.fingerprint
+        expire = meta.expire_ms
+        written = self.clock()
+        pipe = self.client.pipeline(transaction=False)
+        pending = 0
+        count = 0
+        for key in keys:
+            state = engine.serving_state(key)
+            if state is None:
+                continue
+            name = prefix + encode_key(key) + suffix
+            value = encode_entry(state, fingerprint, written)
+            pipe.set(name, value, px=expire)
+            pending += 1
+            count += 1
+            if pending >= self.chunk_size:
+                pipe.execute()
+                pending = 0
+        if pending:
+            pipe.execute()
+        return count
+
+    def flush(self) -> None:
+        """Nothing to do: `write` sends everything before it returns."""
