@@ -23,7 +23,9 @@ def _consume(config: dict[str, ConfigValue], topic: str, count: int, timeout_s: 
             if message is None:
                 continue
             assert message.error() is None, message.error()
-            values.append(message.value())
+            value = message.value()
+            assert value is not None
+            values.append(value)
         consumer.commit(asynchronous=False)
     finally:
         consumer.close()
