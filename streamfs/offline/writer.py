@@ -170,6 +170,17 @@ class OfflineWriter:
 
     # ------------------------------------------------------------------ crash recovery
 
+    def discard(self, topic: str, partition: int) -> int:
+        """Drop buffered, unflushed rows and events of one topic-partition (it was lost to another
+        worker, which replays them); return how many were dropped."""
+        dropped = 0
+        for buffers in (self._rows, self._events):
+            for group in [g for g in buffers if g[1] == topic and g[2] == partition]:
+                dropped += len(buffers.pop(group))
+        self.pending_rows = sum(len(rows) for rows in self._rows.values())
+        self.pending_events = sum(len(events) for events in self._events.values())
+        return dropped
+
     def truncate(self, topic: str, partition: int, committed_offset: int) -> int:
         """Delete this topic-partition's files holding offsets ≥ `committed_offset`; return how many.
 
