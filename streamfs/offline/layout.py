@@ -161,7 +161,7 @@ def feature_type(view: FeatureView, feature: str) -> pa.DataType:
 
 def feature_schema(view: FeatureView, fingerprint: str, version: str) -> pa.Schema:
     """Join keys, event_time, arrival_time, topic, partition, offset, then one column per feature."""
-    fields = [pa.field(key, _key_type(view.source, key)) for key in view.entity.join_keys]
+    fields = [pa.field(key, key_type(view.source, key)) for key in view.entity.join_keys]
     fields += _position_fields()
     fields += [pa.field(name, feature_type(view, name)) for name in view.feature_names]
     metadata = {"streamfs.view": view.name, "streamfs.fingerprint": fingerprint, "streamfs.version": version}
@@ -187,7 +187,7 @@ def archive_schema(source: KafkaSource, version: str) -> pa.Schema:
     return pa.schema(fields, metadata=metadata)
 
 
-def _key_type(source: KafkaSource, key: str) -> pa.DataType:
+def key_type(source: KafkaSource, key: str) -> pa.DataType:
     return arrow_type(source.field_type(key)) or pa.string()
 
 
