@@ -136,7 +136,9 @@ class FeatureClient:
         """
         plan = self.plan(refs)
         at = _as_of_ms(as_of)
-        encoded = [encode_key(normalize_key(key, plan.arity)) for key in entity_keys]
+        arity = plan.arity
+        keys = tuple([normalize_key(key, arity) for key in entity_keys])
+        encoded = [encode_key(key) for key in keys]
         names: list[str] = []
         for view in plan.views:
             prefix, suffix = view.prefix, view.suffix
@@ -157,7 +159,6 @@ class FeatureClient:
         if plan.order is not None:
             order = plan.order
             rows = [[row[i] for i in order] for row in rows]
-        keys = tuple(normalize_key(key, plan.arity) for key in entity_keys)
         return FeatureResult(plan.names, keys, rows, freshness, at)
 
     def _mget(self, names: list[str]) -> list[bytes | None]:

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 from hashlib import blake2b
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -207,9 +207,11 @@ def _thaw_groups(groups: list[list[Any]]) -> list[list[Any]]:
 # --------------------------------------------------------------------------- entries: read side
 
 
-@dataclass(frozen=True, slots=True)
-class Freshness:
-    """How current one entity's entry of one view is (all times epoch milliseconds, UTC)."""
+class Freshness(NamedTuple):
+    """How current one entity's entry of one view is (all times epoch milliseconds, UTC).
+
+    A NamedTuple rather than a dataclass: one is built per entity per view on the read path.
+    """
 
     event_time: int
     """The newest event time the entry includes."""
