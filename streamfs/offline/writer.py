@@ -61,7 +61,9 @@ class OfflineWriter:
             view.name: layout.feature_schema(view, ViewEngine(view).fingerprint(), version) for view in views
         }
         self._sources: dict[str, KafkaSource] = {view.source.name: view.source for view in views}
-        self._archive_schemas: dict[str, pa.Schema] = {}
+        self._archive_schemas = {  # built now, so an unarchivable field type fails at start-up
+            name: layout.archive_schema(source, version) for name, source in self._sources.items()
+        }
         self._rows: dict[tuple[str, str, int], list[FeatureRow]] = {}
         self._events: dict[tuple[str, str, int], list[SourceEvent]] = {}
         self.pending_rows = 0
@@ -99,6 +101,8 @@ class OfflineWriter:
         known = self._sources.setdefault(source.name, source)
         if known is not source and known != source:
             raise ValueError(f"two different sources are named {source.name!r}")
+        if source.name not in self._archive_schemas:
+            self._archive_schemas[source.name] = layout.archive_schema(source, _version())
         buffers = self._events
         added = 0
         for event in events:
@@ -152,9 +156,7 @@ class OfflineWriter:
     def _archive_table(
         self, source: KafkaSource, topic: str, partition: int, events: list[SourceEvent]
     ) -> pa.Table:
-        schema = self._archive_schemas.get(source.name)
-        if schema is None:
-            schema = self._archive_schemas[source.name] = layout.archive_schema(source, _version())
+        schema = self._archive_schemas[source.name]
         n = len(events)
         names = list(source.schema.model_fields)
         arrays: list[pa.Array] = [
