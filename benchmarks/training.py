@@ -161,6 +161,10 @@ def asof(root: Path) -> dict[str, float]:
 
 
 def _peak_mb() -> float:
+    """This process's peak RSS (VmHWM: unlike ru_maxrss it is not inherited across fork+exec)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
