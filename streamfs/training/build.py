@@ -60,6 +60,21 @@ def training_set(
     which event-triggered labels (scoring the payment that is itself an event) need.
     `events_per_bucket` bounds the archive rows held in memory at once.
     """
+    table, _ = _build(labels, features, root, pipeline, mode, time_column, inclusive, events_per_bucket)
+    return table
+
+
+def _build(
+    labels: LabelsLike,
+    features: FeatureRefs,
+    root: Path | str,
+    pipeline: Pipeline | str | Sequence[FeatureView],
+    mode: Mode,
+    time_column: str,
+    inclusive: bool,
+    events_per_bucket: int,
+) -> tuple[pa.Table, list[str]]:
+    """training_set, also returning the names of the feature columns it added."""
     if mode not in get_args(Mode):
         raise OfflineError(f"mode must be one of {get_args(Mode)}, not {mode!r}")
     root = Path(root)
@@ -88,7 +103,7 @@ def training_set(
             table = table.append_column(
                 pa.field(names[(replay.view.name, feature)], kind), pa.array(values, kind)
             )
-    return table
+    return table, list(names.values())
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,7 +120,7 @@ def training_set_command(
     labels_path: Path | str,
     refs: Sequence[str],
     out_path: Path | str,
-    pipeline: str | Pipeline,
+    pipeline: str | Pipeline | Sequence[FeatureView],
     mode: Mode = "as_served",
     *,
     root: Path | str | None = None,
@@ -124,15 +139,7 @@ def training_set_command(
     if out.suffix.lower() not in (".parquet", ".csv"):
         raise OfflineError(f"output {out} must end in .parquet or .csv")
     started = time.perf_counter()
-    table = training_set(
-        labels_path,
-        list(refs),
-        root=root,
-        pipeline=pipeline,
-        mode=mode,
-        time_column=time_column,
-        inclusive=inclusive,
-    )
+    table, added = _build(labels_path, list(refs), root, pipeline, mode, time_column, inclusive, 2_000_000)
     if out.suffix.lower() == ".parquet":
         write_atomic(table, out)
     else:
@@ -143,8 +150,7 @@ def training_set_command(
             os.replace(temp, out)
         finally:
             temp.unlink(missing_ok=True)
-    added = table.num_columns - len(read_labels(labels_path).column_names)
-    return TrainingSetReport(out, table.num_rows, added, time.perf_counter() - started)
+    return TrainingSetReport(out, table.num_rows, len(added), time.perf_counter() - started)
 
 
 # ---------------------------------------------------------------------- resolution and checks

@@ -26,7 +26,7 @@ from streamfs.engine import ViewEngine
 from streamfs.errors import OfflineError
 from streamfs.offline import OfflineWriter
 from streamfs.records import Position, SourceEvent
-from streamfs.training import Mode, training_set
+from streamfs.training import Mode, training_set, training_set_command
 
 
 class Ev(BaseModel):
@@ -277,3 +277,61 @@ def test_errors_before_work(root: Path, table: pa.Table, refs: str, message: str
 def test_no_archive(tmp_path: Path) -> None:
     with pytest.raises(OfflineError, match="no archived events"):
         training_set(labels(("a", 1)), "v", root=tmp_path, pipeline=[VIEW])
+
+
+def test_command_writes_parquet_and_csv(root: Path, tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    labels_path = tmp_path / "labels.parquet"
+    pq.write_table(labels(("a", 105), ("z", 105)), labels_path)
+    report = training_set_command(
+        labels_path, ["v:count_10"], tmp_path / "out" / "set.parquet", [VIEW], root=root
+    )
+    assert (report.rows, report.features) == (2, 1)
+    assert pq.read_table(report.path).column("count_10").to_pylist() == [1, None]
+    as_csv = training_set_command(labels_path, ["v"], tmp_path / "set.csv", [VIEW], "event_time", root=root)
+    assert as_csv.path.read_text().splitlines()[0] == '"k","timestamp","count_10","x_sum_10"'
+    assert not list(tmp_path.rglob(".*"))
+    with pytest.raises(OfflineError, match="must end in"):
+        training_set_command(labels_path, ["v"], tmp_path / "set.json", [VIEW], root=root)
+
+
+class Visit(BaseModel):
+    user: str
+    shop: int
+    spent: float
+    ts: int
+
+
+def test_composite_keys_across_buckets(tmp_path: Path) -> None:
+    source = KafkaSource("visits", topic="visits", schema=Visit, timestamp_field="ts")
+    view = FeatureView(
+        "visits",
+        entity=Entity("user_shop", join_keys=["user", "shop"]),
+        source=source,
+        features=[Aggregate("spent", "sum", name="spent"), Aggregate(None, "count", name="visits")],
+    )
+    events = [
+        SourceEvent(
+            {"user": u, "shop": s, "spent": float(i), "ts": BASE + i},
+            BASE + i,
+            BASE + i,
+            Position("visits", 0, i),
+        )
+        for i, (u, s) in enumerate([("u1", 1), ("u1", 2), ("u2", 1), ("u1", 1), ("u|1", 1), ("u2", 1)])
+    ]
+    write_archive(tmp_path, view, events)
+    table = pa.table(
+        {
+            "user": ["u1", "u1", "u2", "u|1", "u1", "u3"],
+            "shop": [1, 2, 1, 1, 1, 1],
+            "timestamp": pa.array(
+                [BASE + 10, BASE + 10, BASE + 10, BASE + 10, BASE + 2, BASE + 10],
+                pa.timestamp("ms", tz="UTC"),
+            ),
+        }
+    )
+    for per_bucket in (2_000_000, 1):
+        out = training_set(table, "visits", root=tmp_path, pipeline=[view], events_per_bucket=per_bucket)
+        assert out.column("spent").to_pylist() == [3.0, 1.0, 7.0, 4.0, 0.0, None]
+        assert out.column("visits").to_pylist() == [2, 1, 2, 1, 1, None]
