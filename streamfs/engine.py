@@ -22,12 +22,13 @@ snapshot, restore or drop the state of one partition when Kafka moves it.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from operator import itemgetter
 from typing import Any
 
-from streamfs.aggregations import Monoid, empty_result, monoid_for
+from streamfs.aggregations import GroupAggregator, Monoid, empty_result, exact_scaled, monoid_for
 from streamfs.definitions import NUMERIC_AGGREGATIONS, ORDERED_AGGREGATIONS, FeatureView
 from streamfs.errors import StateError
 from streamfs.records import (
@@ -68,6 +69,10 @@ class _Group:
     window: WindowSpec
     tiled: tuple[_Feature, ...]
     distinct: tuple[_Feature, ...]
+    aggregator: GroupAggregator | None  # the tiled features' fused partial; None if none
+    running: bool  # keeps a running window (sliding windows of 2+ tiles; see _GroupState)
+    hop: int  # window.hop, 0 for lifetime (tile(t) = t // hop, or 0)
+    span: int  # window.tiles - 1: first_tile(t) = tile(t) - span
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +91,8 @@ class CompiledView:
     """min/max inputs whose schema type is known: (slot, the types that compare with it)."""
     time_slots: tuple[int, ...] = ()
     """Inputs that may hold datetimes (schema type datetime, or not in the schema)."""
+    stat_slots: tuple[int, ...] = ()
+    """Inputs some group sums exactly: made exact once per settled event (exact_scaled)."""
 
     @classmethod
     def build(cls, view: FeatureView) -> CompiledView:
@@ -97,6 +104,7 @@ class CompiledView:
         numeric: set[int] = set()
         ordered: set[int] = set()
         hashed: set[int] = set()
+        integers = {slot for slot, name in enumerate(inputs) if view.source.field_type(name) is int}
         for index, aggregate in enumerate(view.features):
             slot = -1 if aggregate.field is None else inputs.index(aggregate.field)
             spec = WindowSpec(aggregate.window, aggregate.hop)
@@ -113,16 +121,23 @@ class CompiledView:
             elif aggregate.function in ORDERED_AGGREGATIONS:
                 ordered.add(slot)
         groups = tuple(
-            _Group(spec, tuple(tiled), tuple(distinct)) for spec, (tiled, distinct) in windows.items()
+            _Group(
+                spec,
+                tuple(tiled),
+                tuple(distinct),
+                GroupAggregator([(f.function, f.slot, f.slot in integers) for f in tiled]) if tiled else None,
+                spec.tiles > 1,
+                spec.hop or 0,
+                spec.tiles - 1,
+            )
+            for spec, (tiled, distinct) in windows.items()
         )
         typed: list[tuple[int, tuple[type, ...]]] = []
         for slot in sorted(ordered - numeric):
             base = view.source.field_type(inputs[slot])
             if base is not None:
                 typed.append((slot, (int, float) if base in (int, float) else (base,)))
-        times = [
-            slot for slot, name in enumerate(inputs) if view.source.field_type(name) in (datetime, None)
-        ]
+        times = [slot for slot, name in enumerate(inputs) if view.source.field_type(name) in (datetime, None)]
         return cls(
             view=view,
             key_fields=view.entity.join_keys,
@@ -134,6 +149,9 @@ class CompiledView:
             hashed_slots=tuple(sorted(hashed)),
             typed_slots=tuple(typed),
             time_slots=tuple(times),
+            stat_slots=tuple(
+                sorted({slot for g in groups if g.aggregator for slot in g.aggregator.stat_slots})
+            ),
         )
 
 
@@ -154,17 +172,19 @@ class _DistinctWindow:
         self.latest: dict[Any, int] = {}
         self.per_tile: dict[int, int] = {}
 
-    def settle(self, value: Any, time: int, window: WindowSpec) -> tuple[int, int] | None:
-        """Record a settled value; return the (old, new) tiles whose counts changed, if any."""
+    def settle(self, value: Any, time: int, hop: int) -> tuple[int | None, int] | None:
+        """Record a settled value; return its (old tile or None if new, new tile) if it moved.
+
+        `hop` is the window's hop (0 for lifetime: one tile, 0)."""
         previous = self.latest.get(value)
         if previous is not None and previous >= time:
             return None
         self.latest[value] = time
-        new_tile = window.tile(time)
+        new_tile = time // hop if hop else 0
         self.per_tile[new_tile] = self.per_tile.get(new_tile, 0) + 1
         if previous is None:
-            return (new_tile, new_tile)
-        old_tile = window.tile(previous)
+            return (None, new_tile)
+        old_tile = previous // hop if hop else 0
         remaining = self.per_tile[old_tile] - 1
         if remaining:
             self.per_tile[old_tile] = remaining
@@ -172,25 +192,34 @@ class _DistinctWindow:
             del self.per_tile[old_tile]
         return (old_tile, new_tile)
 
-    def expire(self, first_tile: int, window: WindowSpec) -> None:
+    def expire(self, first_tile: int, hop: int) -> None:
         if not self.per_tile or min(self.per_tile) >= first_tile:
             return
         self.per_tile = {tile: n for tile, n in self.per_tile.items() if tile >= first_tile}
-        self.latest = {v: t for v, t in self.latest.items() if window.tile(t) >= first_tile}
+        first_time = first_tile * hop
+        self.latest = {v: t for v, t in self.latest.items() if t >= first_time}
 
 
 class _GroupState:
-    """Tiles and caches of one key for one window group."""
+    """Tiles of one key for one window group, and its running window.
 
-    __slots__ = ("cache", "cache_hi", "cache_lo", "distinct", "tiles")
+    The running window holds the merged partial of every settled tile ≥ `lo` (and, per
+    count_distinct feature, how many values have their latest time in those tiles), as a
+    two-stack queue so that moving `lo` forward costs O(1) merges amortized: `front` is a
+    stack of (tile, merge of tiles tile..split-1), oldest on top; `back` is the merge of
+    tiles ≥ split (all of them up to the newest, `top`). `front is None` means not built.
+    """
+
+    __slots__ = ("back", "dcounts", "distinct", "floor", "front", "lo", "split", "tiles", "top")
 
     def __init__(self, group: _Group) -> None:
         self.tiles: dict[int, list[Any]] = {}
         self.distinct = [_DistinctWindow() for _ in group.distinct]
-        # Merged partials (and distinct counts) of the *closed* tiles [cache_lo, cache_hi).
-        self.cache: tuple[list[Any], list[int]] | None = None
-        self.cache_lo = 0
-        self.cache_hi = 0
+        self.front: list[tuple[int, list[Any]]] | None = None
+        self.back: list[Any] | None = None
+        self.lo = self.split = self.top = 0
+        self.dcounts: list[int] = []
+        self.floor: int | None = None  # tiles below this are expired
 
 
 class _KeyState:
@@ -252,9 +281,19 @@ class ViewEngine:
         self._partitions: dict[int, dict[Key, _KeyState]] = {}
         self._dirty: dict[int, set[Key]] = {}
         self._feature_order = [
-            (group_index, position, is_distinct)
-            for group_index, position, is_distinct in self._layout()
+            (group_index, position, is_distinct) for group_index, position, is_distinct in self._layout()
         ]
+        # Position of each feature (in view order) in the groups' values laid end to end.
+        offsets = [0]
+        for group in self.compiled.groups:
+            offsets.append(offsets[-1] + len(group.tiled) + len(group.distinct))
+        flat = [offsets[g] + p for g, p, _ in self._feature_order]
+        if flat == list(range(len(flat))):
+            self._order: Callable[[list[Any]], tuple[Any, ...]] = tuple
+        elif len(flat) == 1:
+            self._order = lambda values: (values[flat[0]],)
+        else:
+            self._order = itemgetter(*flat)
 
     def _layout(self) -> list[tuple[int, int, bool]]:
         """For each feature in view order: (group index, position in group row, is count_distinct)."""
@@ -332,9 +371,7 @@ class ViewEngine:
             self._accept(state, time, values)
             self._dirty[partition].add(key)
             result.rows.append(
-                FeatureRow(
-                    self.name, key, time, event.arrival_time, event.position, self._evaluate(state, time)
-                )
+                FeatureRow(self.name, key, time, event.arrival_time, event.position, self._row(state, time))
             )
         return result
 
@@ -378,116 +415,227 @@ class ViewEngine:
 
     def _accept(self, state: _KeyState, time: int, values: tuple[Any, ...]) -> None:
         state.seq += 1
-        state.buffer.append((time, state.seq, values))
-        if state.max_time is not None and time <= state.max_time:
-            return  # the watermark did not move: nothing settles, nothing expires
-        state.max_time = time
-        watermark = time - self.compiled.lateness
-        if state.buffer[0][0] >= watermark:
-            return
-        keep: list[BufferedEvent] = []
-        for item in state.buffer:
-            if item[0] < watermark:
-                self._settle(state, item)
-            else:
-                keep.append(item)
-        state.buffer = keep
+        item = (time, state.seq, values)
+        moved = state.max_time is None or time > state.max_time
+        if moved:
+            state.max_time = time
+        watermark = state.max_time - self.compiled.lateness  # type: ignore[operator]
+        buffer = state.buffer
+        if time <= watermark and not buffer:
+            # Every later evaluation is at t ≥ watermark ≥ time: the tile is all it needs. (With
+            # an empty buffer, settling now keeps each tile's events in arrival order.)
+            self._settle(state, item)
+        else:
+            buffer.append(item)
+        if not moved:
+            return  # the watermark did not move: nothing else settles, nothing expires
+        if buffer:
+            keep: list[BufferedEvent] = []
+            for buffered in buffer:
+                if buffered[0] <= watermark:
+                    self._settle(state, buffered)
+                else:
+                    keep.append(buffered)
+            state.buffer = keep
         self._expire(state, watermark)
 
     def _settle(self, state: _KeyState, item: BufferedEvent) -> None:
         time, seq, values = item
-        for group, group_state in zip(self.compiled.groups, state.groups, strict=True):
-            window = group.window
-            tile_index = window.tile(time)
-            tiled = group.tiled
-            if tiled:
-                tile = group_state.tiles.get(tile_index)
+        exacts: list[Any] = [None] * len(values)
+        for slot in self.compiled.stat_slots:
+            value = values[slot]
+            if value is not None:
+                exacts[slot] = exact_scaled(value)
+        for group, gs in zip(self.compiled.groups, state.groups, strict=True):
+            hop = group.hop
+            index = time // hop if hop else 0
+            running = gs.front is not None
+            aggregator = group.aggregator
+            if aggregator is not None:
+                tile = gs.tiles.get(index)
                 if tile is None:
-                    tile = group_state.tiles[tile_index] = [f.monoid.empty() for f in tiled]  # type: ignore[union-attr]
-                for position, feature in enumerate(tiled):
-                    value = True if feature.slot < 0 else values[feature.slot]
-                    if value is not None:
-                        tile[position] = feature.monoid.add(tile[position], value, time, seq)  # type: ignore[union-attr]
-            changed_low = changed_high = tile_index
-            for feature, distinct in zip(group.distinct, group_state.distinct, strict=True):
+                    tile = gs.tiles[index] = aggregator.empty()
+                aggregator.add(tile, values, exacts, time, seq)
+                if running:
+                    if index >= gs.split and index >= gs.top:
+                        back = gs.back
+                        if back is None:
+                            back = gs.back = aggregator.empty()
+                        aggregator.add(back, values, exacts, time, seq)
+                        gs.top = index
+                    elif index >= gs.lo:
+                        gs.front = None  # an older tile of the running window changed: rebuild
+                        running = False
+            for position, (feature, distinct) in enumerate(zip(group.distinct, gs.distinct, strict=True)):
                 value = values[feature.slot]
                 if value is None:
                     continue
-                moved = distinct.settle(value, time, window)
-                if moved is not None:
-                    changed_low = min(changed_low, moved[0])
-            if group_state.cache is not None and (
-                changed_low < group_state.cache_hi and changed_high >= group_state.cache_lo
-            ):
-                group_state.cache = None
+                moved = distinct.settle(value, time, hop)
+                if moved is not None and running:
+                    old, new = moved
+                    lo = gs.lo
+                    gs.dcounts[position] += (new >= lo) - (old is not None and old >= lo)
 
     def _expire(self, state: _KeyState, watermark: int) -> None:
-        for group, group_state in zip(self.compiled.groups, state.groups, strict=True):
-            window = group.window
-            if window.is_lifetime:
+        for group, gs in zip(self.compiled.groups, state.groups, strict=True):
+            hop = group.hop
+            if not hop:
                 continue
-            first = window.first_tile(watermark)
-            tiles = group_state.tiles
+            first = watermark // hop - group.span
+            if gs.floor is not None and first <= gs.floor:
+                continue
+            gs.floor = first
+            if gs.front is not None and gs.lo < first:
+                self._advance(group, gs, first)  # before the distinct counts it needs are dropped
+            tiles = gs.tiles
             if tiles and min(tiles) < first:
                 for index in [i for i in tiles if i < first]:
                     del tiles[index]
-            for distinct in group_state.distinct:
-                distinct.expire(first, window)
+            for distinct in gs.distinct:
+                distinct.expire(first, hop)
+
+    # ---------------------------------------------------------------- running windows
+
+    def _rebuild(self, group: _Group, gs: _GroupState, lo: int) -> None:
+        """Build the running window of the tiles ≥ lo from the tiles themselves."""
+        self._restack(group, gs, lo)
+        gs.dcounts = [sum(n for tile, n in d.per_tile.items() if tile >= lo) for d in gs.distinct]
+        gs.lo = lo
+
+    def _restack(self, group: _Group, gs: _GroupState, lo: int) -> None:
+        """Rebuild front and back from the tiles ≥ lo (the distinct counts are kept apart)."""
+        aggregator = group.aggregator
+        front: list[tuple[int, list[Any]]] = []
+        gs.back = None
+        gs.split = gs.top = lo
+        if aggregator is not None:
+            tiles = gs.tiles
+            indices = sorted(i for i in tiles if i >= lo)
+            if indices:
+                newest = indices.pop()
+                gs.back = list(tiles[newest])
+                gs.split = gs.top = newest
+                suffix: list[Any] | None = None
+                for index in reversed(indices):
+                    merged = list(tiles[index])
+                    if suffix is not None:
+                        aggregator.merge_into(merged, suffix)
+                    suffix = merged
+                    front.append((index, merged))
+        gs.front = front
+
+    def _advance(self, group: _Group, gs: _GroupState, lo: int) -> None:
+        """Move the running window's lower tile forward to lo."""
+        front = gs.front
+        assert front is not None
+        while front and front[-1][0] < lo:
+            front.pop()
+        if gs.split < lo:
+            if gs.back is not None and gs.top >= lo:
+                self._restack(group, gs, lo)
+            else:
+                gs.back = None  # the whole back is older than lo: the window restarts empty
+                gs.split = gs.top = lo
+        old = gs.lo
+        dcounts = gs.dcounts
+        for position, distinct in enumerate(gs.distinct):
+            leaving = 0
+            for tile, n in distinct.per_tile.items():
+                if old <= tile < lo:
+                    leaving += n
+            dcounts[position] -= leaving
+        gs.lo = lo
+
+    def _row_values(self, state: _KeyState, group_index: int, t: int) -> list[Any]:
+        """_group_values(state, group_index, t) for t ≥ the watermark, from the running window."""
+        group = self.compiled.groups[group_index]
+        if not group.running:
+            return self._group_values(state, group_index, t)
+        gs = state.groups[group_index]
+        window = group.window
+        lo = t // group.hop - group.span
+        if gs.front is None:
+            self._rebuild(group, gs, lo)
+        elif lo != gs.lo:
+            if lo < gs.lo:
+                return self._group_values(state, group_index, t)  # behind the running window
+            self._advance(group, gs, lo)
+        front = gs.front
+        assert front is not None
+        buffer = state.buffer
+        recent: list[BufferedEvent] = []
+        start = 0
+        if buffer:
+            start = window.start(t)  # type: ignore[assignment]
+            recent = [item for item in buffer if start <= item[0] <= t]
+        aggregator = group.aggregator
+        out: list[Any] = []
+        if aggregator is not None:
+            back = gs.back
+            if front:
+                partial = list(front[-1][1])
+                if back is not None:
+                    aggregator.merge_into(partial, back)
+            elif back is None:
+                partial = aggregator.empty()
+            else:
+                partial = list(back) if recent else back
+            for time, seq, values in recent:
+                aggregator.add(partial, values, self._exacts(values), time, seq)
+            out = aggregator.results(partial)
+        for feature, distinct, count in zip(group.distinct, gs.distinct, gs.dcounts, strict=True):
+            out.append(count + _extra_distinct(distinct, feature.slot, recent, start))
+        return out
+
+    def _exacts(self, values: tuple[Any, ...]) -> list[Any]:
+        exacts: list[Any] = [None] * len(values)
+        for slot in self.compiled.stat_slots:
+            value = values[slot]
+            if value is not None:
+                exacts[slot] = exact_scaled(value)
+        return exacts
 
     # ---------------------------------------------------------------- evaluate
 
     def _group_values(self, state: _KeyState, group_index: int, t: int) -> list[Any]:
-        """The values of one group's features (tiled first, then distinct) for the window at t."""
+        """The values of one group's features (tiled first, then distinct) for the window at t.
+
+        The definition: merge the tiles in [first_tile(t), tile(t)] oldest first, add the
+        buffered events in [start(t), t] in arrival order, read the results.
+        """
         group = self.compiled.groups[group_index]
-        group_state = state.groups[group_index]
+        gs = state.groups[group_index]
         window = group.window
         hi = window.tile(t)
         lo = window.first_tile(t)
-        if group_state.cache is None or group_state.cache_lo != lo or group_state.cache_hi != hi:
-            merged = [f.monoid.empty() for f in group.tiled]  # type: ignore[union-attr]
-            for index in sorted(i for i in group_state.tiles if lo <= i < hi):
-                tile = group_state.tiles[index]
-                for position, feature in enumerate(group.tiled):
-                    merged[position] = feature.monoid.merge(merged[position], tile[position])  # type: ignore[union-attr]
-            counts = [
-                sum(n for tile, n in distinct.per_tile.items() if lo <= tile < hi)
-                for distinct in group_state.distinct
-            ]
-            group_state.cache = (merged, counts)
-            group_state.cache_lo = lo
-            group_state.cache_hi = hi
-        merged, counts = group_state.cache
-        partials = list(merged)
-        head = group_state.tiles.get(hi)
-        if head is not None:
-            for position, feature in enumerate(group.tiled):
-                partials[position] = feature.monoid.merge(partials[position], head[position])  # type: ignore[union-attr]
         start = window.start(t)
-        recent = [
-            item for item in state.buffer if item[0] <= t and (start is None or item[0] >= start)
-        ]
-        for time, seq, values in recent:
-            for position, feature in enumerate(group.tiled):
-                value = True if feature.slot < 0 else values[feature.slot]
-                if value is not None:
-                    partials[position] = feature.monoid.add(partials[position], value, time, seq)  # type: ignore[union-attr]
-        out = [feature.monoid.result(p) for feature, p in zip(group.tiled, partials, strict=True)]  # type: ignore[union-attr]
-        for feature, distinct, count in zip(group.distinct, group_state.distinct, counts, strict=True):
-            total = count + distinct.per_tile.get(hi, 0)
-            extra: set[Any] = set()
-            for _time, _seq, values in recent:
-                value = values[feature.slot]
-                if value is None or value in extra:
-                    continue
-                latest = distinct.latest.get(value)
-                if latest is None or (start is not None and latest < start):
-                    extra.add(value)
-            out.append(total + len(extra))
+        recent = [item for item in state.buffer if item[0] <= t and (start is None or item[0] >= start)]
+        aggregator = group.aggregator
+        out: list[Any] = []
+        if aggregator is not None:
+            partial = aggregator.empty()
+            for index in sorted(i for i in gs.tiles if lo <= i <= hi):
+                aggregator.merge_into(partial, gs.tiles[index])
+            for time, seq, values in recent:
+                aggregator.add(partial, values, self._exacts(values), time, seq)
+            out = aggregator.results(partial)
+        for feature, distinct in zip(group.distinct, gs.distinct, strict=True):
+            count = sum(n for tile, n in distinct.per_tile.items() if lo <= tile <= hi)
+            out.append(count + _extra_distinct(distinct, feature.slot, recent, start))
         return out
 
+    def _row(self, state: _KeyState, t: int) -> tuple[Any, ...]:
+        """The offline row at t ≥ the key's watermark."""
+        values: list[Any] = []
+        for group_index in range(len(self.compiled.groups)):
+            values += self._row_values(state, group_index, t)
+        return self._order(values)
+
     def _evaluate(self, state: _KeyState, t: int) -> tuple[Any, ...]:
-        per_group = [self._group_values(state, i, t) for i in range(len(self.compiled.groups))]
-        return tuple([per_group[g][p] for g, p, _ in self._feature_order])
+        values: list[Any] = []
+        for group_index in range(len(self.compiled.groups)):
+            values += self._group_values(state, group_index, t)
+        return self._order(values)
 
     def _find(self, key: Key) -> _KeyState | None:
         for states in self._partitions.values():
@@ -593,10 +741,16 @@ class ViewEngine:
         keys = []
         for key, state in states.items():
             groups = []
-            for group_state in state.groups:
+            for group, group_state in zip(self.compiled.groups, state.groups, strict=True):
+                aggregator = group.aggregator
+                tiles = (
+                    [(index, aggregator.partials(tile)) for index, tile in sorted(group_state.tiles.items())]
+                    if aggregator is not None
+                    else []
+                )
                 groups.append(
                     [
-                        sorted(group_state.tiles.items()),
+                        tiles,
                         [sorted(d.latest.items(), key=_value_order) for d in group_state.distinct],
                     ]
                 )
@@ -627,9 +781,12 @@ class ViewEngine:
             state.seq = seq
             state.buffer = [(int(t), int(s), tuple(values)) for t, s, values in buffer]
             for group, group_state, (tiles, distincts) in zip(groups, state.groups, group_snaps, strict=True):
-                group_state.tiles = {
-                    int(index): [_thaw(p) for p in partials] for index, partials in tiles
-                }
+                aggregator = group.aggregator
+                if aggregator is not None:
+                    group_state.tiles = {
+                        int(index): aggregator.from_partials([_thaw(p) for p in partials])
+                        for index, partials in tiles
+                    }
                 for distinct, latest in zip(group_state.distinct, distincts, strict=True):
                     distinct.latest = {_thaw(v): int(t) for v, t in latest}
                     for time in distinct.latest.values():
@@ -648,6 +805,23 @@ class ViewEngine:
             *(f"{f.field}:{f.function}:{f.window}:{f.hop}:{f.name}" for f in self.view.features),
         ]
         return "|".join(parts)
+
+
+def _extra_distinct(
+    distinct: _DistinctWindow, slot: int, recent: list[BufferedEvent], start: int | None
+) -> int:
+    """How many buffered values in the window are not already counted from the tiles."""
+    if not recent:
+        return 0
+    extra: set[Any] = set()
+    for _time, _seq, values in recent:
+        value = values[slot]
+        if value is None or value in extra:
+            continue
+        latest = distinct.latest.get(value)
+        if latest is None or (start is not None and latest < start):
+            extra.add(value)
+    return len(extra)
 
 
 def _thaw(value: Any) -> Any:
