@@ -67,6 +67,43 @@ class CheckpointStore:
                 (self._dir(topic, partition) / f"o{found:015d}.json").unlink(missing_ok=True)
 
 
+class CommitLog:
+    """The offsets this group committed, recorded by the workers themselves after each commit.
+
+    Kafka's committed offsets are the primary record; this one guards against a broker that
+    loses or cannot yet return them (an in-memory broker restarted, a coordinator mid-rebalance).
+    The worker resumes from the larger of the two. Written after the Kafka commit succeeds, so it
+    can lag by one commit but never lead: resuming from it at worst redoes one commit's work.
+    """
+
+    def __init__(self, root: Path, group_id: str) -> None:
+        self.path = Path(root) / group_id / "committed.json"
+
+    def read(self) -> dict[str, int]:
+        try:
+            with open(self.path, encoding="utf-8") as handle:
+                data: dict[str, int] = json.load(handle)
+                return data
+        except FileNotFoundError:
+            return {}
+
+    def offset(self, topic: str, partition: int) -> int | None:
+        return self.read().get(f"{topic}:{partition}")
+
+    def record(self, offsets: dict[tuple[str, int], int]) -> None:
+        if not offsets:
+            return
+        merged = self.read()
+        merged.update({f"{topic}:{partition}": offset for (topic, partition), offset in offsets.items()})
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        temp = self.path.with_suffix(".tmp")
+        with open(temp, "w", encoding="utf-8") as handle:
+            json.dump(merged, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, self.path)
+
+
 def _fsync_dir(directory: Path) -> None:
     fd = os.open(directory, os.O_RDONLY)
     try:

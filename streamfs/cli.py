@@ -112,7 +112,71 @@ def _print_report(report: dev.DevReport, state_dir: Path) -> int:
 # --------------------------------------------------------------------------------------------
 # the parser and the entry point
 
-COMMANDS: tuple[Callable[[Subparsers], None], ...] = (_add_dev,)
+# --------------------------------------------------------------------------------------------
+# streamfs run PIPELINE
+
+
+def _add_run(subparsers: Subparsers) -> None:
+    parser = subparsers.add_parser(
+        "run",
+        help="run a worker: Kafka -> features -> Redis + Parquet",
+        description="Consume the pipeline's topics in the consumer group, compute its feature views, "
+        "write the latest values to Redis and timestamped rows to Parquet, commit offsets after both.",
+    )
+    parser.add_argument("pipeline", help="import string, e.g. pipelines.payments or pipelines.payments:views")
+    parser.add_argument(
+        "--until-caught-up",
+        action="store_true",
+        help="stop (exit 0) once the end offsets seen at start are processed and committed",
+    )
+    parser.add_argument("--batch-size", type=int, default=5_000, help="records per consumed batch")
+    parser.add_argument("--commit-interval", type=float, default=2.0, help="seconds between commits")
+    parser.add_argument("--no-metrics", action="store_true", help="do not serve /metrics, /healthz, /readyz")
+    parser.set_defaults(handler=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    import logging
+
+    from streamfs.runner import WorkerOptions, run_worker
+
+    settings = Settings.load()
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format='{"time":"%(asctime)s","level":"%(levelname)s","logger":"%(name)s","message":"%(message)s"}',
+    )
+    options = WorkerOptions(
+        batch_size=args.batch_size,
+        commit_interval_s=args.commit_interval,
+        until_caught_up=args.until_caught_up,
+        serve_metrics=not args.no_metrics,
+    )
+    return run_worker(args.pipeline, settings, options)
+
+
+# --------------------------------------------------------------------------------------------
+# streamfs status PIPELINE
+
+
+def _add_status(subparsers: Subparsers) -> None:
+    parser = subparsers.add_parser(
+        "status",
+        help="consumer lag per partition and freshness per view",
+        description="Committed offsets vs end offsets of the worker group, and the newest event and "
+        "write time per view in the online store.",
+    )
+    parser.add_argument("pipeline", help="import string, e.g. pipelines.payments")
+    parser.set_defaults(handler=_status)
+
+
+def _status(args: argparse.Namespace) -> int:
+    from streamfs.status import pipeline_status
+
+    print(pipeline_status(args.pipeline, Settings.load()))
+    return EXIT_OK
+
+
+COMMANDS: tuple[Callable[[Subparsers], None], ...] = (_add_dev, _add_run, _add_status)
 """One entry per top-level command, in the order `streamfs --help` lists them."""
 
 

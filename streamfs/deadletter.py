@@ -38,8 +38,12 @@ class DeadLetterWriter:
         wanted = {dead_letter_topic(t) for t in source_topics}
         existing = set(admin.list_topics(timeout=10).topics)
         missing = [
-            NewTopic(t, num_partitions=partitions, replication_factor=-1,
-                     config={"retention.ms": "604800000", "retention.bytes": "-1"})
+            NewTopic(
+                t,
+                num_partitions=partitions,
+                replication_factor=-1,
+                config={"retention.ms": "604800000", "retention.bytes": "-1"},
+            )
             for t in sorted(wanted - existing)
         ]
         if not missing:
@@ -68,7 +72,10 @@ class DeadLetterWriter:
             while True:
                 try:
                     self._producer.produce(
-                        dead_letter_topic(source_topic), value=item.raw, headers=headers, on_delivery=self._delivered
+                        dead_letter_topic(source_topic),
+                        value=item.raw,
+                        headers=headers,
+                        on_delivery=self._delivered,
                     )
                     break
                 except BufferError:

@@ -23,12 +23,18 @@ class WorkerMetrics:
         self.registry = CollectorRegistry()
         r = self.registry
         self.consumed = Counter("streamfs_events_consumed", "Kafka records consumed", ["topic"], registry=r)
-        self.accepted = Counter("streamfs_events_accepted", "Events aggregated, per view", ["view"], registry=r)
+        self.accepted = Counter(
+            "streamfs_events_accepted", "Events aggregated, per view", ["view"], registry=r
+        )
         self.rejected = Counter(
             "streamfs_events_rejected", "Events sent to the dead-letter topic", ["reason", "view"], registry=r
         )
-        self.filtered = Counter("streamfs_events_filtered", "Events a view's transform filtered out", ["view"], registry=r)
-        self.lag = Gauge("streamfs_consumer_lag", "Records behind the high watermark", ["topic", "partition"], registry=r)
+        self.filtered = Counter(
+            "streamfs_events_filtered", "Events a view's transform filtered out", ["view"], registry=r
+        )
+        self.lag = Gauge(
+            "streamfs_consumer_lag", "Records behind the high watermark", ["topic", "partition"], registry=r
+        )
         self.freshness = Histogram(
             "streamfs_freshness_seconds",
             "From the event's Kafka timestamp to its features being readable in Redis",
@@ -36,16 +42,23 @@ class WorkerMetrics:
             registry=r,
         )
         self.batch_size = Histogram(
-            "streamfs_batch_size", "Records per consumed batch",
-            buckets=(1, 10, 100, 1_000, 5_000, 10_000, 50_000), registry=r,
+            "streamfs_batch_size",
+            "Records per consumed batch",
+            buckets=(1, 10, 100, 1_000, 5_000, 10_000, 50_000),
+            registry=r,
         )
         self.sink_seconds = Histogram(
-            "streamfs_sink_seconds", "Time to flush a sink", ["sink"],
-            buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0), registry=r,
+            "streamfs_sink_seconds",
+            "Time to flush a sink",
+            ["sink"],
+            buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0),
+            registry=r,
         )
         self.commits = Counter("streamfs_commits", "Offset commits", registry=r)
         self.sink_errors = Counter("streamfs_sink_errors", "Sink failures (retried)", ["sink"], registry=r)
-        self.last_progress = Gauge("streamfs_last_progress_timestamp", "Unix time of the last loop turn", registry=r)
+        self.last_progress = Gauge(
+            "streamfs_last_progress_timestamp", "Unix time of the last loop turn", registry=r
+        )
         self.ready = False
         self.alive_after = 0.0
 
@@ -98,7 +111,7 @@ def _handler_for(metrics: WorkerMetrics) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             self.wfile.write(body)
 
-        def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        def log_message(self, format: str, *args: object) -> None:
             return
 
     return Handler

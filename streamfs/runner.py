@@ -37,7 +37,7 @@ from typing import Any
 
 import redis
 
-from streamfs.checkpoint import CheckpointStore
+from streamfs.checkpoint import CheckpointStore, CommitLog
 from streamfs.deadletter import DeadLetterWriter
 from streamfs.decode import Decoder
 from streamfs.engine import Engine, Key, ViewEngine
@@ -49,6 +49,7 @@ from streamfs.records import Position, Rejected, SourceEvent
 from streamfs.registry import Pipeline
 from streamfs.settings import Settings
 from streamfs.sources import KafkaReader, TopicPartitionKey, arrival_ms
+from streamfs.status import record_progress
 
 log = logging.getLogger(__name__)
 
@@ -92,11 +93,16 @@ class Worker:
         self.engine = Engine(pipeline.views)
         self.decoders = {source.topic: Decoder(source) for source in pipeline.sources}
         self.metrics = WorkerMetrics()
-        self.redis = redis.Redis.from_url(settings.require_redis(), socket_timeout=5, socket_connect_timeout=5)
-        self.online = OnlineWriter(self.redis, list(self.engine.views.values()))
+        self.redis = redis.Redis.from_url(
+            settings.require_redis(), socket_timeout=5, socket_connect_timeout=5
+        )
+        self.online = OnlineWriter(
+            self.redis, list(self.engine.views.values()), namespace=settings.online_namespace
+        )
         self.offline = OfflineWriter(settings.data_dir, pipeline.views)
         self.dead_letters = DeadLetterWriter(settings.producer_config())
         self.checkpoints = CheckpointStore(settings.data_dir / "checkpoints", settings.group_id)
+        self.commit_log = CommitLog(settings.data_dir / "checkpoints", settings.group_id)
         self.reader: KafkaReader | None = None
         self.positions: dict[TopicPartitionKey, int] = {}  # next offset to read, per owned partition
         self.committed: dict[TopicPartitionKey, int] = {}
@@ -107,6 +113,8 @@ class Worker:
         self._last_commit = time.monotonic()
         self._last_checkpoint = time.monotonic()
         self._health: HealthServer | None = None
+        self._quiet_since: float | None = None  # when consume last started returning nothing
+        self._newest: dict[str, int] = {}  # newest event time per view, for `streamfs status`
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -125,12 +133,17 @@ class Worker:
             on_revoke=self._on_revoke,
             on_lost=self._on_lost,
         )
-        log.info("worker started: pipeline %s, topics %s, group %s",
-                 self.pipeline.name, ", ".join(self.pipeline.topics), self.settings.group_id)
+        log.info(
+            "worker started: pipeline %s, topics %s, group %s",
+            self.pipeline.name,
+            ", ".join(self.pipeline.topics),
+            self.settings.group_id,
+        )
         try:
             with _stop_signals(self):
                 while not self.stop_requested:
-                    self.step()
+                    consumed = self.step()
+                    self._quiet_since = None if consumed else (self._quiet_since or time.monotonic())
                     if self.options.until_caught_up and self.caught_up():
                         log.info("caught up with the end offsets seen at assignment")
                         break
@@ -152,14 +165,24 @@ class Worker:
             self._process(messages)
         self._write_online()
         if time.monotonic() - self._last_commit >= self.options.commit_interval_s:
-            self.commit(checkpoint=time.monotonic() - self._last_checkpoint >= self.options.checkpoint_interval_s)
+            self.commit(
+                checkpoint=time.monotonic() - self._last_checkpoint >= self.options.checkpoint_interval_s
+            )
         return len(messages)
 
     def caught_up(self) -> bool:
         assert self.reader is not None
-        if not self.reader.assignment:
+        if not self.reader.assignment or self._quiet_since is None:
             return False
-        return all(self.positions.get(tp, 0) >= self.targets.get(tp, 0) for tp in self.reader.assignment)
+        if time.monotonic() - self._quiet_since < 0.5:
+            return False  # the fetcher may still deliver records past a stale end offset
+        if any(self.positions.get(tp, 0) < self.targets.get(tp, 0) for tp in self.reader.assignment):
+            return False
+        # Confirm with fresh end offsets: a broker may report a stale high watermark at assignment
+        # (seen on the embedded broker for partitions it had not served yet).
+        for tp in self.reader.assignment:
+            self.targets[tp] = max(self.targets.get(tp, 0), self.reader.watermarks(tp)[1])
+        return all(self.positions.get(tp, 0) >= self.targets[tp] for tp in self.reader.assignment)
 
     # ------------------------------------------------------------------ data path
 
@@ -184,6 +207,9 @@ class Worker:
             for engine in self.engine.for_topic(topic):
                 result = engine.process(events)
                 self.offline.add_rows(result.rows)
+                if result.rows:
+                    newest = max(row.event_time for row in result.rows)
+                    self._newest[engine.name] = max(newest, self._newest.get(engine.name, newest))
                 rejected.extend(result.rejected)
                 self.metrics.accepted.labels(engine.name).inc(len(result.rows))
                 if result.filtered:
@@ -205,11 +231,18 @@ class Worker:
         while True:
             try:
                 started = time.perf_counter()
+                progress: dict[str, dict[str, Any]] = {}
                 for name, keys in self.unwritten.items():
                     if keys:
                         engine = self.engine.views[name]
                         self.online.write(engine, keys)
                         keys.clear()
+                        progress[name] = {
+                            "max_event_time": self._newest.get(name, 0),
+                            "written_ms": int(time.time() * 1000),
+                            "keys": engine.key_count(),
+                        }
+                record_progress(self.redis, self.settings.online_namespace, self.settings.group_id, progress)
                 self.metrics.sink_seconds.labels("redis").observe(time.perf_counter() - started)
                 break
             except (redis.ConnectionError, redis.TimeoutError) as exc:
@@ -239,14 +272,18 @@ class Worker:
             else:
                 time.sleep(min(0.1, seconds))
 
-    def commit(self, *, checkpoint: bool = False, partitions: Sequence[TopicPartitionKey] | None = None) -> None:
+    def commit(
+        self, *, checkpoint: bool = False, partitions: Sequence[TopicPartitionKey] | None = None
+    ) -> None:
         """The commit protocol (module docstring): Redis, Parquet, dead letters, checkpoint, offsets."""
         self._write_online()
         started = time.perf_counter()
         self.offline.flush()
         self.metrics.sink_seconds.labels("parquet").observe(time.perf_counter() - started)
         self.dead_letters.flush()
-        owned = list(self.positions) if partitions is None else [tp for tp in partitions if tp in self.positions]
+        owned = (
+            list(self.positions) if partitions is None else [tp for tp in partitions if tp in self.positions]
+        )
         offsets = {tp: self.positions[tp] for tp in owned if self.positions[tp] != self.committed.get(tp)}
         if checkpoint:
             for tp in owned:
@@ -254,6 +291,7 @@ class Worker:
             self._last_checkpoint = time.monotonic()
         if offsets and self.reader is not None:
             self.reader.commit(offsets)
+            self.commit_log.record(offsets)
             self.committed.update(offsets)
             self.metrics.commits.inc()
         self._last_commit = time.monotonic()
@@ -274,20 +312,21 @@ class Worker:
 
     # ------------------------------------------------------------------ rebalances
 
-    def _on_assign(self, partitions: list[TopicPartitionKey]) -> None:
+    def _on_assign(self, partitions: list[TopicPartitionKey]) -> dict[TopicPartitionKey, int]:
+        """Recover each new partition's state at its committed offset; return where to resume."""
         assert self.reader is not None
         committed = self.reader.committed(partitions)
         for tp in partitions:
             low, high = self.reader.watermarks(tp)
-            start = committed.get(tp)
-            if start is None:
-                start = low
+            known = [o for o in (committed.get(tp), self.commit_log.offset(*tp)) if o is not None]
+            start = max(known) if known else low
             self.recover(tp, start)
             self.positions[tp] = start
             self.committed[tp] = start
             self.targets[tp] = high
         self.metrics.ready = True
         log.info("assigned %s", ", ".join(f"{t}[{p}]@{self.positions[(t, p)]}" for t, p in partitions))
+        return {tp: self.positions[tp] for tp in partitions}
 
     def recover(self, tp: TopicPartitionKey, committed: int) -> None:
         """Make the state of one partition exactly what it was at `committed`.
@@ -317,8 +356,13 @@ class Worker:
         if replay_from < committed:
             started = time.perf_counter()
             replayed = self._replay(topic, partition, replay_from, committed, engines)
-            log.info("rebuilt %s[%d] state from the archive: %d events in %.2f s",
-                     topic, partition, replayed, time.perf_counter() - started)
+            log.info(
+                "rebuilt %s[%d] state from the archive: %d events in %.2f s",
+                topic,
+                partition,
+                replayed,
+                time.perf_counter() - started,
+            )
         for engine in engines:
             engine.take_dirty([partition])
 
@@ -326,7 +370,9 @@ class Worker:
         source = self.pipeline.source(topic)
         count = 0
         batch: list[SourceEvent] = []
-        for event in archived_events(self.settings.data_dir, source, partition=partition, offsets=(start, end)):
+        for event in archived_events(
+            self.settings.data_dir, source, partition=partition, offsets=(start, end)
+        ):
             batch.append(event)
             if len(batch) >= 10_000:
                 count += self._replay_batch(batch, engines)

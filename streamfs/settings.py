@@ -73,6 +73,9 @@ class Settings(BaseSettings):
     producer_overrides: dict[str, ConfigValue] = Field(
         default_factory=dict, description="librdkafka producer settings applied last (JSON object)."
     )
+    online_namespace: str = Field(
+        default="sfs", description="Prefix of every Redis key the online store writes and reads."
+    )
     log_level: str = Field(default="INFO", description="Python logging level of the worker.")
 
     @classmethod

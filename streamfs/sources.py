@@ -17,6 +17,8 @@ log = logging.getLogger(__name__)
 
 TopicPartitionKey = tuple[str, int]
 AssignmentCallback = Callable[[list[TopicPartitionKey]], None]
+AssignCallback = Callable[[list[TopicPartitionKey]], dict[TopicPartitionKey, int]]
+"""Called with newly assigned partitions; returns the offset to start each one from."""
 
 
 class KafkaReader:
@@ -27,7 +29,7 @@ class KafkaReader:
         config: dict[str, Any],
         topics: Sequence[str],
         *,
-        on_assign: AssignmentCallback,
+        on_assign: AssignCallback,
         on_revoke: AssignmentCallback,
         on_lost: AssignmentCallback,
     ) -> None:
@@ -45,7 +47,8 @@ class KafkaReader:
     def _assigned(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         keys = [(tp.topic, tp.partition) for tp in partitions]
         self.assignment.update(keys)
-        self._on_assign(keys)
+        starts = self._on_assign(keys)
+        consumer.assign([TopicPartition(t, p, starts[(t, p)]) for t, p in keys])
 
     def _revoked(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         keys = [(tp.topic, tp.partition) for tp in partitions]
@@ -73,14 +76,21 @@ class KafkaReader:
                 log.warning("consumer error (librdkafka retries): %s", error)
         return good
 
-    def committed(self, partitions: Sequence[TopicPartitionKey], timeout: float = 30.0) -> dict[TopicPartitionKey, int | None]:
+    def committed(
+        self, partitions: Sequence[TopicPartitionKey], timeout: float = 30.0
+    ) -> dict[TopicPartitionKey, int | None]:
         """The group's committed offset of each partition (None where nothing was committed)."""
         result = self._consumer.committed([TopicPartition(t, p) for t, p in partitions], timeout=timeout)
-        return {(tp.topic, tp.partition): (None if tp.offset == OFFSET_INVALID or tp.offset < 0 else tp.offset) for tp in result}
+        return {
+            (tp.topic, tp.partition): (None if tp.offset == OFFSET_INVALID or tp.offset < 0 else tp.offset)
+            for tp in result
+        }
 
     def watermarks(self, partition: TopicPartitionKey, timeout: float = 10.0) -> tuple[int, int]:
         """(low, high) offsets of a partition as the broker reports them now."""
-        low, high = self._consumer.get_watermark_offsets(TopicPartition(*partition), timeout=timeout, cached=False)
+        low, high = self._consumer.get_watermark_offsets(
+            TopicPartition(*partition), timeout=timeout, cached=False
+        )
         return int(low), int(high)
 
     def seek(self, partition: TopicPartitionKey, offset: int) -> None:
