@@ -70,7 +70,7 @@ class _Group:
     tiled: tuple[_Feature, ...]
     distinct: tuple[_Feature, ...]
     aggregator: GroupAggregator | None  # the tiled features' fused partial; None if none
-    running: bool  # keeps a running window (sliding windows of 2+ tiles; see _GroupState)
+    running: bool  # keeps a running window (windows of 3+ tiles; see _GroupState)
     hop: int  # window.hop, 0 for lifetime (tile(t) = t // hop, or 0)
     span: int  # window.tiles - 1: first_tile(t) = tile(t) - span
 
@@ -126,7 +126,7 @@ class CompiledView:
                 tuple(tiled),
                 tuple(distinct),
                 GroupAggregator([(f.function, f.slot, f.slot in integers) for f in tiled]) if tiled else None,
-                spec.tiles > 1,
+                spec.tiles > 2,
                 spec.hop or 0,
                 spec.tiles - 1,
             )
@@ -164,13 +164,17 @@ class _DistinctWindow:
     A value lies in the window at t (t ≥ watermark) iff its latest settled time ≥ start(t), so
     the count is the number of values whose latest time falls in the window's tiles, plus the
     buffered values not already counted. `per_tile` counts values by the tile of their latest time.
+    Expired values leave `per_tile` at once but `latest` lazily (they are *stale*: their tile is
+    below `floor`), so expiry does not rebuild `latest` every time the window moves.
     """
 
-    __slots__ = ("latest", "per_tile")
+    __slots__ = ("floor", "latest", "per_tile", "stale")
 
     def __init__(self) -> None:
         self.latest: dict[Any, int] = {}
         self.per_tile: dict[int, int] = {}
+        self.floor: int | None = None
+        self.stale = 0
 
     def settle(self, value: Any, time: int, hop: int) -> tuple[int | None, int] | None:
         """Record a settled value; return its (old tile or None if new, new tile) if it moved.
@@ -185,6 +189,9 @@ class _DistinctWindow:
         if previous is None:
             return (None, new_tile)
         old_tile = previous // hop if hop else 0
+        if self.floor is not None and old_tile < self.floor:
+            self.stale -= 1  # an expired value is back: it counts as new
+            return (None, new_tile)
         remaining = self.per_tile[old_tile] - 1
         if remaining:
             self.per_tile[old_tile] = remaining
@@ -193,11 +200,24 @@ class _DistinctWindow:
         return (old_tile, new_tile)
 
     def expire(self, first_tile: int, hop: int) -> None:
-        if not self.per_tile or min(self.per_tile) >= first_tile:
+        self.floor = first_tile
+        per_tile = self.per_tile
+        old = [tile for tile in per_tile if tile < first_tile]
+        if not old:
             return
-        self.per_tile = {tile: n for tile, n in self.per_tile.items() if tile >= first_tile}
-        first_time = first_tile * hop
-        self.latest = {v: t for v, t in self.latest.items() if t >= first_time}
+        for tile in old:
+            self.stale += per_tile.pop(tile)
+        if self.stale > 8 and 2 * self.stale > len(self.latest):
+            first_time = first_tile * hop
+            self.latest = {v: t for v, t in self.latest.items() if t >= first_time}
+            self.stale = 0
+
+    def live(self, hop: int) -> list[tuple[Any, int]]:
+        """The (value, latest time) pairs that have not expired."""
+        if self.floor is None or not hop:
+            return list(self.latest.items())
+        first_time = self.floor * hop
+        return [(v, t) for v, t in self.latest.items() if t >= first_time]
 
 
 class _GroupState:
@@ -325,6 +345,7 @@ class ViewEngine:
         inputs = compiled.input_fields
         lateness = compiled.lateness
         groups = compiled.groups
+        fast = lateness == 0  # then every accepted event settles at once (see _ingest_newest)
         for event in events:
             fields = event.fields
             if transform is not None:
@@ -368,11 +389,13 @@ class ViewEngine:
                     )
                 )
                 continue
-            self._accept(state, time, values)
+            if fast and (state.max_time is None or time >= state.max_time):
+                row = self._ingest_newest(state, time, values)
+            else:
+                self._accept(state, time, values)
+                row = self._row(state, time)
             self._dirty[partition].add(key)
-            result.rows.append(
-                FeatureRow(self.name, key, time, event.arrival_time, event.position, self._row(state, time))
-            )
+            result.rows.append(FeatureRow(self.name, key, time, event.arrival_time, event.position, row))
         return result
 
     def _reject(self, event: SourceEvent, reason: str, detail: str) -> Rejected:
@@ -441,40 +464,42 @@ class ViewEngine:
 
     def _settle(self, state: _KeyState, item: BufferedEvent) -> None:
         time, seq, values = item
-        exacts: list[Any] = [None] * len(values)
-        for slot in self.compiled.stat_slots:
-            value = values[slot]
-            if value is not None:
-                exacts[slot] = exact_scaled(value)
+        exacts = self._exacts(values)
         for group, gs in zip(self.compiled.groups, state.groups, strict=True):
-            hop = group.hop
-            index = time // hop if hop else 0
-            running = gs.front is not None
-            aggregator = group.aggregator
-            if aggregator is not None:
-                tile = gs.tiles.get(index)
-                if tile is None:
-                    tile = gs.tiles[index] = aggregator.empty()
-                aggregator.add(tile, values, exacts, time, seq)
-                if running:
-                    if index >= gs.split and index >= gs.top:
-                        back = gs.back
-                        if back is None:
-                            back = gs.back = aggregator.empty()
-                        aggregator.add(back, values, exacts, time, seq)
-                        gs.top = index
-                    elif index >= gs.lo:
-                        gs.front = None  # an older tile of the running window changed: rebuild
-                        running = False
-            for position, (feature, distinct) in enumerate(zip(group.distinct, gs.distinct, strict=True)):
-                value = values[feature.slot]
-                if value is None:
-                    continue
-                moved = distinct.settle(value, time, hop)
-                if moved is not None and running:
-                    old, new = moved
-                    lo = gs.lo
-                    gs.dcounts[position] += (new >= lo) - (old is not None and old >= lo)
+            self._settle_group(group, gs, time, seq, values, exacts)
+
+    def _settle_group(
+        self, group: _Group, gs: _GroupState, time: int, seq: int, values: tuple[Any, ...], exacts: list[Any]
+    ) -> None:
+        """Add one event to its tile (and to the running window) of one group."""
+        hop = group.hop
+        index = time // hop if hop else 0
+        running = gs.front is not None
+        aggregator = group.aggregator
+        if aggregator is not None:
+            tile = gs.tiles.get(index)
+            if tile is None:
+                tile = gs.tiles[index] = aggregator.empty()
+            aggregator.add(tile, values, exacts, time, seq)
+            if running:
+                if index >= gs.split and index >= gs.top:
+                    back = gs.back
+                    if back is None:
+                        back = gs.back = aggregator.empty()
+                    aggregator.add(back, values, exacts, time, seq)
+                    gs.top = index
+                elif index >= gs.lo:
+                    gs.front = None  # an older tile of the running window changed: rebuild
+                    running = False
+        for position, (feature, distinct) in enumerate(zip(group.distinct, gs.distinct, strict=True)):
+            value = values[feature.slot]
+            if value is None:
+                continue
+            moved = distinct.settle(value, time, hop)
+            if moved is not None and running:
+                old, new = moved
+                lo = gs.lo
+                gs.dcounts[position] += (new >= lo) - (old is not None and old >= lo)
 
     def _expire(self, state: _KeyState, watermark: int) -> None:
         for group, gs in zip(self.compiled.groups, state.groups, strict=True):
@@ -482,17 +507,70 @@ class ViewEngine:
             if not hop:
                 continue
             first = watermark // hop - group.span
-            if gs.floor is not None and first <= gs.floor:
-                continue
-            gs.floor = first
-            if gs.front is not None and gs.lo < first:
-                self._advance(group, gs, first)  # before the distinct counts it needs are dropped
-            tiles = gs.tiles
-            if tiles and min(tiles) < first:
-                for index in [i for i in tiles if i < first]:
-                    del tiles[index]
-            for distinct in gs.distinct:
-                distinct.expire(first, hop)
+            if gs.floor is None or first > gs.floor:
+                self._expire_group(group, gs, first)
+
+    def _expire_group(self, group: _Group, gs: _GroupState, first: int) -> None:
+        """Drop the tiles (and distinct values) below `first`, the oldest tile still readable."""
+        gs.floor = first
+        if gs.front is not None and gs.lo < first:
+            self._advance(group, gs, first)  # before the distinct counts it needs are dropped
+        tiles = gs.tiles
+        if tiles and min(tiles) < first:
+            for index in [i for i in tiles if i < first]:
+                del tiles[index]
+        for distinct in gs.distinct:
+            distinct.expire(first, group.hop)
+
+    def _ingest_newest(self, state: _KeyState, time: int, values: tuple[Any, ...]) -> tuple[Any, ...]:
+        """_accept then _row, fused, for lateness 0 and an event at or after the key's newest.
+
+        Then the watermark is `time` itself: the event settles at once, each group expires below
+        first_tile(time), and the row reads every tile left (none is newer than the event's).
+        """
+        state.max_time = time
+        state.seq += 1
+        seq = state.seq
+        exacts = self._exacts(values)
+        out: list[Any] = []
+        for group, gs in zip(self.compiled.groups, state.groups, strict=True):
+            hop = group.hop
+            first = time // hop - group.span if hop else 0
+            self._settle_group(group, gs, time, seq, values, exacts)
+            if hop and (gs.floor is None or first > gs.floor):
+                self._expire_group(group, gs, first)
+            aggregator = group.aggregator
+            if group.running:
+                if gs.front is None or gs.lo > first:
+                    self._rebuild(group, gs, first)
+                elif gs.lo < first:
+                    self._advance(group, gs, first)
+                front = gs.front
+                assert front is not None
+                if aggregator is not None:
+                    back = gs.back
+                    if front:
+                        partial = list(front[-1][1])
+                        if back is not None:
+                            aggregator.merge_into(partial, back)
+                        out += aggregator.results(partial)
+                    else:
+                        out += aggregator.results(aggregator.empty() if back is None else back)
+                out += gs.dcounts
+            else:
+                tiles = gs.tiles
+                if aggregator is not None:
+                    if len(tiles) == 1:
+                        [tile] = tiles.values()
+                        out += aggregator.results(tile)
+                    else:
+                        partial = aggregator.empty()
+                        for index in sorted(tiles):
+                            aggregator.merge_into(partial, tiles[index])
+                        out += aggregator.results(partial)
+                for distinct in gs.distinct:
+                    out.append(sum(distinct.per_tile.values()))
+        return self._order(out)
 
     # ---------------------------------------------------------------- running windows
 
@@ -751,7 +829,7 @@ class ViewEngine:
                 groups.append(
                     [
                         tiles,
-                        [sorted(d.latest.items(), key=_value_order) for d in group_state.distinct],
+                        [sorted(d.live(group.hop), key=_value_order) for d in group_state.distinct],
                     ]
                 )
             keys.append([list(key), state.max_time, state.seq, [list(item) for item in state.buffer], groups])
