@@ -61,6 +61,9 @@ class WorkerOptions:
     batch_size: int = 5_000
     poll_timeout_s: float = 0.05
     commit_interval_s: float = 2.0
+    online_interval_s: float = 0.25
+    """Redis is written at most this often: each write serializes every changed key once, so
+    coalescing batches trades a little freshness for a lot of throughput under load."""
     checkpoint_interval_s: float = 30.0
     until_caught_up: bool = False
     serve_metrics: bool = True
@@ -112,6 +115,7 @@ class Worker:
         self.stop_requested = False
         self._last_commit = time.monotonic()
         self._last_checkpoint = time.monotonic()
+        self._last_online = time.monotonic()
         self._health: HealthServer | None = None
         self._quiet_since: float | None = None  # when consume last started returning nothing
         self._newest: dict[str, int] = {}  # newest event time per view, for `streamfs status`
@@ -163,7 +167,8 @@ class Worker:
         if messages:
             self.metrics.batch_size.observe(len(messages))
             self._process(messages)
-        self._write_online()
+        if time.monotonic() - self._last_online >= self.options.online_interval_s:
+            self._write_online()
         if time.monotonic() - self._last_commit >= self.options.commit_interval_s:
             self.commit(
                 checkpoint=time.monotonic() - self._last_checkpoint >= self.options.checkpoint_interval_s
@@ -221,6 +226,7 @@ class Worker:
 
     def _write_online(self) -> None:
         """Write every changed key's serving state to Redis; on failure pause, back off, retry."""
+        self._last_online = time.monotonic()
         for engine in self.engine.views.values():
             self.unwritten[engine.name].update(engine.take_dirty())
         if not any(self.unwritten.values()):
