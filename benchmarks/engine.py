@@ -1,0 +1,170 @@
+"""Engine throughput and state size: N events, K keys, one view of 3 windows x 5 aggregations.
+
+Prints events/s through ViewEngine.process (ingest, state update and one offline row per event),
+the RSS growth of the state per key and per window-aggregation pair, and a profile summary with
+--profile. Usage: python benchmarks/engine.py [--events 1000000] [--keys 10000] [--profile]
+
+State size is measured a second way, with tracemalloc, on a smaller run of the same per-key
+density (--memory-keys keys, events scaled to match): the bytes still allocated once the events
+and rows are gone, i.e. exactly what the engine retains (including the event values it keeps).
+Running the same stream through the view without its count_distinct features separates the
+tiled pairs' bytes from count_distinct's, which is reported per distinct value held.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import gc
+import os
+import pstats
+import random
+import resource
+import statistics
+import sys
+import time
+import tracemalloc
+from datetime import datetime
+
+from pydantic import BaseModel
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from streamfs.definitions import Aggregate, Entity, FeatureView, KafkaSource
+from streamfs.engine import ViewEngine
+from streamfs.records import Position, SourceEvent
+
+
+class Payment(BaseModel):
+    card_id: str
+    merchant_id: str
+    amount: float
+    ts: datetime
+
+
+def build_view(distinct: bool = True) -> FeatureView:
+    source = KafkaSource("payments", topic="payments", schema=Payment, timestamp_field="ts")
+    features = []
+    for window, hop in (("10m", "5m"), ("1h", "5m"), ("24h", "1h")):
+        features += [
+            Aggregate("amount", "count", window=window, hop=hop),
+            Aggregate("amount", "sum", window=window, hop=hop),
+            Aggregate("amount", "mean", window=window, hop=hop),
+            Aggregate("amount", "max", window=window, hop=hop),
+        ]
+        if distinct:
+            features.append(Aggregate("merchant_id", "count_distinct", window=window, hop=hop))
+    return FeatureView("card_activity", entity=Entity("card", join_keys=["card_id"]), source=source, features=features)
+
+
+def make_events(n: int, keys: int, seed: int = 7) -> list[SourceEvent]:
+    rng = random.Random(seed)
+    start = 1_700_000_000_000
+    span = 24 * 3_600_000  # one day of traffic
+    events = []
+    for i in range(n):
+        t = start + i * span // n
+        card = f"c{rng.randrange(keys)}"
+        fields = {"card_id": card, "merchant_id": f"m{rng.randrange(500)}", "amount": round(rng.uniform(1, 500), 2)}
+        events.append(SourceEvent(fields, t, t + 5, Position("payments", 0, i)))
+    return events
+
+
+def traced_state(view: FeatureView, events: int, keys: int, batch: int) -> tuple[int, ViewEngine]:
+    """Bytes the engine retains after processing the stream (tracemalloc; events built inside)."""
+    gc.collect()
+    tracemalloc.start()
+    stream = make_events(events, keys)
+    engine = ViewEngine(view)
+    for i in range(0, len(stream), batch):
+        engine.process(stream[i : i + batch])
+    del stream
+    gc.collect()
+    retained = tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
+    return retained, engine
+
+
+def memory_report(events: int, keys: int, memory_keys: int, batch: int) -> None:
+    memory_keys = min(memory_keys, keys)
+    scaled = events * memory_keys // keys
+    full_view, tiled_view = build_view(), build_view(distinct=False)
+    full, engine = traced_state(full_view, scaled, memory_keys, batch)
+    tiled, _ = traced_state(tiled_view, scaled, memory_keys, batch)
+    pairs, tiled_pairs = len(full_view.features), len(tiled_view.features)
+    distinct_names = [f.name for f in full_view.features if f.function == "count_distinct"]
+    values = 0
+    keys_held = engine.keys()
+    for key in keys_held:
+        watermark = engine.watermark(key)
+        assert watermark is not None
+        state = engine.evaluate(key, watermark)
+        assert state is not None
+        values += sum(state[name] for name in distinct_names)
+    print(
+        f"  state (tracemalloc, {scaled:,} events over {memory_keys:,} keys, same density): "
+        f"{full / memory_keys:,.0f} B/key = {full / memory_keys / pairs:,.0f} B per key per pair; "
+        f"tiled pairs {tiled / memory_keys / tiled_pairs:,.0f} B per key per pair; count_distinct "
+        f"{(full - tiled) / max(values, 1):,.0f} B per distinct value held "
+        f"({values / memory_keys / len(distinct_names):,.1f} values per key per window)"
+    )
+
+
+def rss_mb() -> float:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--keys", type=int, default=10_000)
+    parser.add_argument("--batch", type=int, default=10_000)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--memory-keys", type=int, default=1_000, help="keys in the tracemalloc run (0: skip)")
+    args = parser.parse_args()
+
+    view = build_view()
+    events = make_events(args.events, args.keys)
+    pairs = len(view.features)
+    print(f"engine benchmark: {args.events:,} events, {args.keys:,} keys, {pairs} window-aggregation pairs")
+    rates = []
+    for run in range(args.repeat):
+        gc.collect()
+        before = rss_mb()
+        engine = ViewEngine(view)
+        profiler = cProfile.Profile() if args.profile and run == 0 else None
+        cpu0, t0 = time.process_time(), time.perf_counter()
+        if profiler:
+            profiler.enable()
+        rows = 0
+        for i in range(0, len(events), args.batch):
+            rows += len(engine.process(events[i : i + args.batch]).rows)
+        if profiler:
+            profiler.disable()
+        elapsed, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+        grown = rss_mb() - before
+        rate = args.events / elapsed
+        rates.append(rate)
+        print(
+            f"  run {run + 1}: {rate:,.0f} events/s, {cpu / args.events * 1e6:.2f} µs CPU/event, "
+            f"{rows:,} rows, state RSS +{grown:.0f} MB = {grown * 1e6 / args.keys:,.0f} B/key, "
+            f"{grown * 1e6 / args.keys / pairs:,.0f} B per key per pair"
+        )
+        if profiler:
+            pstats.Stats(profiler).sort_stats("tottime").print_stats(12)
+        del engine
+    if rates:
+        print(f"median: {statistics.median(rates):,.0f} events/s (target 1,000,000); peak RSS "
+              f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
+    del events
+    if args.memory_keys:
+        memory_report(args.events, args.keys, args.memory_keys, args.batch)
+
+
+if __name__ == "__main__":
+    main()
