@@ -5,18 +5,32 @@ partial aggregates, and a small *buffer* of raw events that may still be needed 
 
 * The key's watermark is w = (greatest accepted event time) - allowed lateness. Any event that
   arrives later and is accepted has event time ≥ w, so every future evaluation is at some t ≥ w.
-* Events older than w are *settled* into their tile: every window evaluated at t ≥ w contains
-  either the whole tile or none of it, so tile partials are all that is needed.
-* Events at or after w stay in the buffer (with lateness 0, just the events sharing the newest
-  timestamp) so the window ending at an out-of-order event's own time can exclude the events
-  that came after it in event time.
-* Tiles older than the oldest tile any window at w can reach are dropped.
+* Events at or before w are *settled* into their tile: every window evaluated at t ≥ w contains
+  either the whole tile or none of it, so tile partials are all that is needed. (An event at
+  exactly w settles on arrival only while the buffer is empty, so each tile takes its events in
+  arrival order.)
+* Events after w stay in the buffer so the window ending at an out-of-order event's own time
+  can exclude the events that came after it in event time. With lateness 0 the buffer stays
+  empty: every accepted event is the newest, and `_ingest_newest` settles, expires and reads
+  each group in one pass.
+* Tiles older than the oldest tile any window at w can reach are dropped (when that tile moves).
 
 Evaluating a window at t merges the tiles in [start(t), t] with the buffered events in that
-range. Partials are exact (see aggregations.py), so the result does not depend on the order of
+range (`_group_values`, the definition; evaluate and serving_state use it). Offline rows are
+read from a *running window* per key and group instead (windows of 3+ tiles): a two-stack
+queue over the tiles from the window's first tile on, so a sliding window costs O(1) merges
+per event amortized rather than one merge per tile (see _GroupState). A group's tiled features
+share one flat partial (aggregations.GroupAggregator): count/sum/mean/variance of a field keep
+one exact accumulator, and each value is made exact once per event.
+
+Partials are exact (see aggregations.py), so the result does not depend on the order of
 merges, on micro-batch boundaries, on snapshots or on restarts: only on the events of the key
 and their arrival order. The engine's state is grouped by source partition so the worker can
 snapshot, restore or drop the state of one partition when Kafka moves it.
+
+Cost (benchmarks/engine.py: 3 windows x count/sum/mean/max/count_distinct, 100 events per key
+per day, CPython 3.11, one core): about 35 µs CPU per event, and per key about 950 B per tiled
+window-aggregation pair plus about 150 B per distinct value a count_distinct window holds.
 """
 
 from __future__ import annotations
@@ -207,7 +221,7 @@ class _DistinctWindow:
             return
         for tile in old:
             self.stale += per_tile.pop(tile)
-        if self.stale > 8 and 2 * self.stale > len(self.latest):
+        if self.stale > 4 and 4 * self.stale > len(self.latest):
             first_time = first_tile * hop
             self.latest = {v: t for v, t in self.latest.items() if t >= first_time}
             self.stale = 0
