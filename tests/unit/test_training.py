@@ -14,6 +14,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pandas
+import polars
 import pyarrow as pa
 import pytest
 from engine_reference import ReferenceView
@@ -235,8 +237,6 @@ def test_modes_and_boundaries(root: Path) -> None:
 
 
 def test_pandas_polars_csv_labels_and_collisions(root: Path, tmp_path: Path) -> None:
-    pandas = pytest.importorskip("pandas")
-    polars = pytest.importorskip("polars")
     frame = pandas.DataFrame(
         {
             "k": ["a", "z"],
