@@ -42,7 +42,7 @@ from datetime import datetime
 from operator import itemgetter
 from typing import Any
 
-from streamfs.aggregations import GroupAggregator, Monoid, empty_result, exact_scaled, monoid_for
+from streamfs.aggregations import GroupAggregator, empty_result, exact_scaled
 from streamfs.definitions import NUMERIC_AGGREGATIONS, ORDERED_AGGREGATIONS, FeatureView
 from streamfs.errors import StateError
 from streamfs.records import (
@@ -73,7 +73,6 @@ class _Feature:
     name: str
     function: str
     slot: int  # index into the event's input values; -1 means "count events"
-    monoid: Monoid | None  # None for count_distinct
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,12 +123,10 @@ class CompiledView:
             spec = WindowSpec(aggregate.window, aggregate.hop)
             tiled, distinct = windows.setdefault(spec, ([], []))
             if aggregate.function == "count_distinct":
-                distinct.append(_Feature(index, aggregate.name, aggregate.function, slot, None))
+                distinct.append(_Feature(index, aggregate.name, aggregate.function, slot))
                 hashed.add(slot)
                 continue
-            integer = aggregate.field is not None and view.source.field_type(aggregate.field) is int
-            monoid = monoid_for(aggregate.function, integer=integer)
-            tiled.append(_Feature(index, aggregate.name, aggregate.function, slot, monoid))
+            tiled.append(_Feature(index, aggregate.name, aggregate.function, slot))
             if aggregate.function in NUMERIC_AGGREGATIONS:
                 numeric.add(slot)
             elif aggregate.function in ORDERED_AGGREGATIONS:

@@ -1,4 +1,4 @@
-"""The aggregation monoids: the laws tiling relies on, and exactness of sums and spreads.
+"""Tile partials (GroupAggregator): the laws tiling relies on, and exactness of sums and spreads.
 
 Tiles are merged in whatever grouping the window, the cache and the batch boundaries produce,
 so `merge` must be associative with `empty` as identity; and results must be the exact value
@@ -14,7 +14,7 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streamfs.aggregations import Monoid, empty_result, monoid_for
+from streamfs.aggregations import GroupAggregator, empty_result, exact_scaled
 
 FLOATS = st.one_of(
     st.floats(min_value=-1e12, max_value=1e12, allow_nan=False),
@@ -34,6 +34,34 @@ TILED = [
     "variance",
     "variance_pop",
 ]
+
+
+class Monoid:
+    """One feature's partial through the engine's GroupAggregator: empty / add / merge / result."""
+
+    def __init__(self, function: str, integer: bool = False) -> None:
+        self.aggregator = GroupAggregator([(function, 0, integer)])
+
+    def empty(self) -> list[Any]:
+        return self.aggregator.empty()
+
+    def add(self, partial: list[Any], value: Any, time: int, seq: int) -> list[Any]:
+        exacts = [None if value is None or isinstance(value, str) else exact_scaled(value)]
+        out = list(partial)
+        self.aggregator.add(out, (value,), exacts, time, seq)
+        return out
+
+    def merge(self, older: list[Any], newer: list[Any]) -> list[Any]:
+        out = list(older)
+        self.aggregator.merge_into(out, newer)
+        return out
+
+    def result(self, partial: list[Any]) -> Any:
+        return self.aggregator.results(partial)[0]
+
+
+def monoid_for(function: str, *, integer: bool = False) -> Monoid:
+    return Monoid(function, integer)
 
 
 def fold(monoid: Monoid, values: list[Any], seq0: int = 0) -> Any:
