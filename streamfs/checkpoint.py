@@ -3,17 +3,18 @@
 A checkpoint says "the engine state of these views after consuming this partition up to (not
 including) `offset`". Recovery loads the newest checkpoint at or below the committed offset and
 replays the event archive from there to the committed offset, so checkpoints can be taken far
-less often than commits. Files are written atomically (temp file, fsync, rename). Python's json
+less often than commits. Files are written atomically (streamfs.durable). Python's json
 is used because exact sums are integers beyond 64 bits.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 from typing import Any
+
+from streamfs import durable
 
 _NAME = re.compile(r"^o(\d{15})\.json$")
 
@@ -30,15 +31,9 @@ class CheckpointStore:
 
     def save(self, topic: str, partition: int, offset: int, snapshots: dict[str, Any]) -> Path:
         directory = self._dir(topic, partition)
-        directory.mkdir(parents=True, exist_ok=True)
         path = directory / f"o{offset:015d}.json"
-        temp = directory / f".{path.name}.tmp"
-        with open(temp, "w", encoding="utf-8") as handle:
-            json.dump({"topic": topic, "partition": partition, "offset": offset, "views": snapshots}, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
-        _fsync_dir(directory)
+        record = {"topic": topic, "partition": partition, "offset": offset, "views": snapshots}
+        durable.write_bytes(path, json.dumps(record).encode())
         for old in self._offsets(topic, partition)[: -self.keep]:
             (directory / f"o{old:015d}.json").unlink(missing_ok=True)
         return path
@@ -95,18 +90,4 @@ class CommitLog:
             return
         merged = self.read()
         merged.update({f"{topic}:{partition}": offset for (topic, partition), offset in offsets.items()})
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        temp = self.path.with_suffix(".tmp")
-        with open(temp, "w", encoding="utf-8") as handle:
-            json.dump(merged, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, self.path)
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+        durable.write_bytes(self.path, json.dumps(merged).encode())

@@ -22,8 +22,6 @@ datetime field is ~20% of that, the Parquet write ~25%).
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import Iterable, Sequence
 from operator import attrgetter, itemgetter
 from pathlib import Path
@@ -34,13 +32,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from streamfs.definitions import FeatureView, KafkaSource
+from streamfs.durable import TEMP_SUFFIX, atomic_path, fsync_dir
 from streamfs.offline import layout
 from streamfs.records import FeatureRow, SourceEvent
 
 __all__ = ["OfflineWriter", "write_atomic"]
 
 COMPRESSION = "zstd"
-_TEMP_SUFFIX = ".tmp"
 
 
 def _version() -> str:
@@ -216,11 +214,11 @@ def truncate_files(directories: Iterable[Path], partition: int, committed_offset
                 removed += 1
         if directory.is_dir():
             for date_dir in directory.iterdir():
-                for temp in date_dir.glob(f".p{partition:04d}-*{_TEMP_SUFFIX}"):
+                for temp in date_dir.glob(f".p{partition:04d}-*{TEMP_SUFFIX}"):
                     temp.unlink(missing_ok=True)
                     touched.add(date_dir)
         for date_dir in touched:
-            _fsync_dir(date_dir)
+            fsync_dir(date_dir)
     return removed
 
 
@@ -264,38 +262,5 @@ def _write_by_day(table: pa.Table, directory: Path, partition: int) -> None:
 
 def write_atomic(table: pa.Table, path: Path) -> None:
     """Write `table` to `path` so that a reader or a crash sees the whole file or none of it."""
-    created = _make_dirs(path.parent)
-    temp = path.parent / f".{path.name}.{uuid.uuid4().hex}{_TEMP_SUFFIX}"
-    try:
+    with atomic_path(path) as temp:
         pq.write_table(table, str(temp), compression=COMPRESSION)
-        fd = os.open(temp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(temp, path)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-    for directory in created:  # a new directory's entry lives in its parent
-        _fsync_dir(directory.parent)
-
-
-def _make_dirs(directory: Path) -> list[Path]:
-    """mkdir -p, returning the directories it created (outermost first)."""
-    missing: list[Path] = []
-    current = directory
-    while not current.exists():
-        missing.append(current)
-        current = current.parent
-    directory.mkdir(parents=True, exist_ok=True)
-    return list(reversed(missing))
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
