@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from pipelines._generate import ZipfKeys, displace_late, iso, ticks, to_bytes
+from pipelines._generate import ZipfKeys, displace_late, iso, ticks
 from streamfs.definitions import Aggregate, Entity, FeatureView, KafkaSource
 
 Action = Literal["view", "add_to_cart", "purchase"]
@@ -191,29 +191,6 @@ def generate(
             "session_id": f"s_{tick.key:07d}_{number:04d}",
             "ts": iso(tick.time_ms),
         }
-
-
-def generate_bytes(
-    n: int,
-    *,
-    keys: int,
-    start: datetime,
-    seed: int,
-    late_fraction: float = 0.0,
-    products: int | None = None,
-    events_per_second: float = 100.0,
-) -> Iterator[bytes]:
-    """:func:`generate` encoded as Kafka message values (JSON bytes)."""
-    events = generate(
-        n,
-        keys=keys,
-        start=start,
-        seed=seed,
-        late_fraction=late_fraction,
-        products=products,
-        events_per_second=events_per_second,
-    )
-    return to_bytes(events)
 
 
 def _price(seed: int, product_index: int) -> float:

@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from pipelines._generate import ZipfKeys, displace_late, iso, ticks, to_bytes
+from pipelines._generate import ZipfKeys, displace_late, iso, ticks
 from streamfs.definitions import Aggregate, AggregationName, Entity, FeatureView, KafkaSource
 
 
@@ -146,29 +146,6 @@ def generate(
             "country": country,
             "ts": iso(tick.time_ms),
         }
-
-
-def generate_bytes(
-    n: int,
-    *,
-    keys: int,
-    start: datetime,
-    seed: int,
-    late_fraction: float = 0.0,
-    merchants: int | None = None,
-    events_per_second: float = 50.0,
-) -> Iterator[bytes]:
-    """:func:`generate` encoded as Kafka message values (JSON bytes)."""
-    events = generate(
-        n,
-        keys=keys,
-        start=start,
-        seed=seed,
-        late_fraction=late_fraction,
-        merchants=merchants,
-        events_per_second=events_per_second,
-    )
-    return to_bytes(events)
 
 
 def _home(seed: int, card_index: int) -> int:

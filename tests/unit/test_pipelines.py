@@ -57,9 +57,9 @@ def test_generators_are_deterministic_by_seed(module: ModuleType) -> None:
 
 
 @pytest.mark.parametrize("module", MODULES)
-def test_generate_bytes_is_the_json_of_generate(module: ModuleType) -> None:
+def test_to_bytes_is_the_json_of_generate(module: ModuleType) -> None:
     options: dict[str, Any] = {"keys": 20, "start": START, "seed": 3}
-    encoded = list(module.generate_bytes(50, **options))
+    encoded = list(_generate.to_bytes(module.generate(50, **options)))
     assert encoded == [orjson.dumps(event) for event in module.generate(50, **options)]
 
 
@@ -68,7 +68,9 @@ def test_generated_events_decode(module: ModuleType) -> None:
     pipeline = load_pipeline(module.__name__)
     source = pipeline.sources[0]
     decoder = Decoder(source)
-    values = list(module.generate_bytes(2_000, keys=100, start=START, seed=11, late_fraction=0.05))
+    values = list(
+        _generate.to_bytes(module.generate(2_000, keys=100, start=START, seed=11, late_fraction=0.05))
+    )
     results = decoder.decode_batch(values, arrival_time=0)
     assert [result for result in results if not isinstance(result, SourceEvent)] == []
     first = results[0]
@@ -158,7 +160,7 @@ def test_purchases_only_transform_filters(action: str, price: float | None, kept
 def test_transforms_apply_to_decoded_events() -> None:
     decoder = Decoder(clickstream.clicks)
     results = decoder.decode_batch(
-        list(clickstream.generate_bytes(1_000, keys=50, start=START, seed=6)), arrival_time=0
+        list(_generate.to_bytes(clickstream.generate(1_000, keys=50, start=START, seed=6))), arrival_time=0
     )
     events = [result.fields for result in results if isinstance(result, SourceEvent)]
     assert len(events) == 1_000
