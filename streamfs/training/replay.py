@@ -27,7 +27,7 @@ run as a single bucket.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -98,21 +98,10 @@ def point_in_time(request: Replay) -> list[list[Any]]:
 
 def _as_served(request: Replay, table: pa.Table, order: Times, columns: list[list[Any]]) -> None:
     engine = ViewEngine(request.view)
-    arrivals = _ms(table, "arrival_time")
-    cuts = np.searchsorted(arrivals, request.times[order], side="right")
-    cursor = _Cursor(table, request.view)
-    unseen: list[int] = []
-    for label, cut in zip(order.tolist(), cuts.tolist(), strict=True):
-        for batch in cursor.advance(cut):
-            engine.process(batch)
-        key = request.keys[label]
-        assert key is not None
-        values = engine.serve(key, int(request.times[label]))
-        if values is not None:
-            _put(columns, request.features, label, values)
-        elif engine.watermark(key) is None:
-            unseen.append(label)
-    _fill_known_later(request, engine, table, cursor.position, unseen, columns)
+    unseen, position = _answer_labels(
+        request, engine, ViewEngine.serve, table, "arrival_time", order, columns
+    )
+    _fill_known_later(request, engine, table, position, unseen, columns)
 
 
 def _event_time(request: Replay, table: pa.Table, order: Times, columns: list[list[Any]]) -> None:
@@ -138,20 +127,36 @@ def _event_time(request: Replay, table: pa.Table, order: Times, columns: list[li
 
     # Pass 2, event-time order: every accepted event with event time ≤ t, then evaluate at t.
     second = ViewEngine(request.view)
-    cuts = np.searchsorted(_ms(accepted, "event_time"), request.times[order], side="right")
-    replay = _Cursor(accepted, request.view)
+    unseen, _ = _answer_labels(request, second, ViewEngine.evaluate, accepted, "event_time", order, columns)
+    _fill_known_later(request, first, table, stop, unseen, columns)
+
+
+def _answer_labels(
+    request: Replay,
+    engine: ViewEngine,
+    answer: Callable[[ViewEngine, Key, int], dict[str, Any] | None],
+    table: pa.Table,
+    time_column: str,
+    order: Times,
+    columns: list[list[Any]],
+) -> tuple[list[int], int]:
+    """Feed `table` (sorted by `time_column`) into `engine` up to each label's time, in label-time
+    order, and record `answer(engine, key, t)`. Returns the labels whose entity the engine had not
+    seen yet, and how far into `table` the replay got."""
+    cuts = np.searchsorted(_ms(table, time_column), request.times[order], side="right")
+    cursor = _Cursor(table, request.view)
     unseen: list[int] = []
     for label, cut in zip(order.tolist(), cuts.tolist(), strict=True):
-        for batch in replay.advance(cut):
-            second.process(batch)
+        for batch in cursor.advance(cut):
+            engine.process(batch)
         key = request.keys[label]
         assert key is not None
-        values = second.evaluate(key, int(request.times[label]))
+        values = answer(engine, key, int(request.times[label]))
         if values is not None:
             _put(columns, request.features, label, values)
-        elif second.watermark(key) is None:
+        elif engine.watermark(key) is None:
             unseen.append(label)
-    _fill_known_later(request, first, table, stop, unseen, columns)
+    return unseen, cursor.position
 
 
 def _fill_known_later(
