@@ -49,7 +49,7 @@ AggregationName = Literal[
     "variance_pop",
     "count_distinct",
 ]
-AGGREGATIONS: tuple[str, ...] = get_args(AggregationName)
+AGGREGATIONS: tuple[AggregationName, ...] = get_args(AggregationName)
 NUMERIC_AGGREGATIONS = frozenset({"sum", "mean", "stddev", "stddev_pop", "variance", "variance_pop"})
 ORDERED_AGGREGATIONS = frozenset({"min", "max"})
 

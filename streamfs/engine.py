@@ -347,8 +347,12 @@ class ViewEngine:
 
     # ---------------------------------------------------------------- ingest
 
-    def process(self, events: Iterable[SourceEvent]) -> ProcessResult:
-        """Aggregate a micro-batch in order; one offline row per accepted event."""
+    def process(self, events: Iterable[SourceEvent], *, rows: bool = True) -> ProcessResult:
+        """Aggregate a micro-batch in order; one offline row per accepted event.
+
+        rows=False only updates the state (rebuilding it from an archive, replaying for a
+        training set): no row is evaluated, which is most of the per-event cost.
+        """
         result = ProcessResult()
         compiled = self.compiled
         transform = self.view.transform
@@ -400,12 +404,15 @@ class ViewEngine:
                     )
                 )
                 continue
+            self._dirty[partition].add(key)
+            if not rows:
+                self._accept(state, time, values)
+                continue
             if fast and (state.max_time is None or time >= state.max_time):
                 row = self._ingest_newest(state, time, values)
             else:
                 self._accept(state, time, values)
                 row = self._row(state, time)
-            self._dirty[partition].add(key)
             result.rows.append(FeatureRow(self.name, key, time, event.arrival_time, event.position, row))
         return result
 
@@ -774,25 +781,77 @@ class ViewEngine:
         state = self._find(key)
         if state is None or state.max_time is None:
             return None
+        groups = tuple(self._group_steps(state, index) for index in range(len(self.compiled.groups)))
+        return ServingState(key, state.max_time, state.seq, groups)
+
+    def _group_steps(self, state: _KeyState, group_index: int) -> GroupSteps:
+        """One group's values from max_time on, in one backward sweep over its tiles.
+
+        For t ≥ max_time every tile and buffered event is at or before t, so the window at the
+        k-th hop boundary after max_time, b_k = (tile(max_time) + k)·H, holds exactly the tiles
+        (and buffered events) from tile(max_time) + k + 1 - L/H on: a suffix. Sweeping k from L/H
+        (empty window) down to 1 adds one tile per step, O(L/H) merges in all. Exact partials
+        make the merge order irrelevant, so this equals _group_values at each boundary.
+        """
         max_time = state.max_time
-        groups = []
-        for group_index, group in enumerate(self.compiled.groups):
-            window = group.window
-            first_value = tuple(self._group_values(state, group_index, max_time))
-            if window.is_lifetime or window.hop is None:
-                groups.append(GroupSteps((max_time,), (first_value,)))
+        assert max_time is not None
+        group = self.compiled.groups[group_index]
+        gs = state.groups[group_index]
+        first_value = tuple(self._group_values(state, group_index, max_time))
+        hop = group.hop
+        if not hop:
+            return GroupSteps((max_time,), (first_value,))
+        tiles_per_window = group.window.tiles
+        base = max_time // hop
+        lowest = base + 2 - tiles_per_window  # the oldest tile any boundary b_1..b_n reads
+        aggregator = group.aggregator
+        combined: dict[int, list[Any]] = {}
+        if aggregator is not None:
+            combined = {index: tile for index, tile in gs.tiles.items() if index >= lowest}
+            copied: set[int] = set()
+            for time, seq, values in state.buffer:  # buffered events join their tile (on a copy)
+                index = time // hop
+                if index < lowest:
+                    continue
+                if index not in copied:
+                    tile = combined.get(index)
+                    combined[index] = aggregator.empty() if tile is None else list(tile)
+                    copied.add(index)
+                aggregator.add(combined[index], values, self._exacts(values), time, seq)
+        suffix: list[Any] = aggregator.empty() if aggregator is not None else []
+        counts = [0] * len(gs.distinct)
+        at_boundary: list[tuple[Any, ...]] = []
+        previous: tuple[Any, ...] | None = None
+        seen_recent = -1
+        for k in range(tiles_per_window, 0, -1):
+            lo = base + k + 1 - tiles_per_window
+            start = lo * hop
+            recent = [item for item in state.buffer if item[0] >= start]
+            tile = combined.get(lo)
+            entering = [d.per_tile.get(lo, 0) for d in gs.distinct]
+            if previous is not None and tile is None and not any(entering) and len(recent) == seen_recent:
+                at_boundary.append(previous)  # nothing entered the window at this boundary
                 continue
-            starts = [max_time]
-            values = [first_value]
-            base = max_time // window.hop
-            for k in range(1, window.tiles + 1):
-                boundary = (base + k) * window.hop
-                value = tuple(self._group_values(state, group_index, boundary))
-                if value != values[-1]:
-                    starts.append(boundary)
-                    values.append(value)
-            groups.append(GroupSteps(tuple(starts), tuple(values)))
-        return ServingState(key, max_time, state.seq, tuple(groups))
+            seen_recent = len(recent)
+            out: list[Any] = []
+            if aggregator is not None:
+                if tile is not None:
+                    older = list(tile)
+                    aggregator.merge_into(older, suffix)
+                    suffix = older
+                out = aggregator.results(suffix)
+            for position, (feature, distinct) in enumerate(zip(group.distinct, gs.distinct, strict=True)):
+                counts[position] += entering[position]
+                out.append(counts[position] + _extra_distinct(distinct, feature.slot, recent, start))
+            previous = tuple(out)
+            at_boundary.append(previous)
+        starts = [max_time]
+        steps = [first_value]
+        for k, value in enumerate(reversed(at_boundary), start=1):
+            if value != steps[-1]:
+                starts.append((base + k) * hop)
+                steps.append(value)
+        return GroupSteps(tuple(starts), tuple(steps))
 
     def take_dirty(self, partitions: Iterable[int] | None = None) -> list[Key]:
         """Keys changed since the last call (for the given partitions, or all), then forget them."""

@@ -11,14 +11,14 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from engine_reference import ReferenceView
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
 
-from engine_reference import ReferenceView
-from streamfs.definitions import AGGREGATIONS, Aggregate, Entity, FeatureView, KafkaSource
+from streamfs.definitions import AGGREGATIONS, Aggregate, AggregationName, Entity, FeatureView, KafkaSource
 from streamfs.engine import ServingState, ViewEngine
-from streamfs.records import Position, SourceEvent
+from streamfs.records import FeatureRow, Position, SourceEvent
 
 
 class Ev(BaseModel):
@@ -30,7 +30,7 @@ class Ev(BaseModel):
 
 
 WINDOWS = [(None, None), (10, 10), (12, 4), (30, 5), (7, 1)]
-FIELD_FOR = {
+FIELD_FOR: dict[str, list[str | None]] = {
     "count": ["x", "s", None],
     "count_distinct": ["s", "n"],
     "min": ["x", "s", "n"],
@@ -43,7 +43,7 @@ FIELD_FOR = {
 @st.composite
 def views(draw: st.DrawFn) -> FeatureView:
     lateness = draw(st.sampled_from([0, 0, 3, 8, 50]))
-    functions = draw(st.lists(st.sampled_from(AGGREGATIONS), min_size=1, max_size=8))
+    functions: list[AggregationName] = draw(st.lists(st.sampled_from(AGGREGATIONS), min_size=1, max_size=8))
     features = []
     for i, function in enumerate(functions):
         field = draw(st.sampled_from(FIELD_FOR.get(function, ["x", "n"])))
@@ -91,7 +91,8 @@ def test_engine_matches_reference(view: FeatureView, events: list[SourceEvent], 
     engine = ViewEngine(view)
     cuts = sorted(data.draw(st.lists(st.integers(0, len(events)), max_size=4)))
     restore_at = data.draw(st.sampled_from([None, *cuts])) if cuts else None
-    rows, rejected = [], []
+    rows: list[FeatureRow] = []
+    rejected: list[str] = []
     previous = 0
     for cut in [*cuts, len(events)]:
         result = engine.process(events[previous:cut])
@@ -117,3 +118,28 @@ def test_engine_matches_reference(view: FeatureView, events: list[SourceEvent], 
             if t >= state.max_time:
                 served = serve_from_steps(state, engine, t)
                 assert served == reference.evaluate_tuple_dict(key, t), (key, t)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(views(), streams(), st.data())
+def test_state_only_processing_leaves_the_same_state(
+    view: FeatureView, events: list[SourceEvent], data: st.DataObject
+) -> None:
+    """process(rows=False) (archive replays) must leave exactly the state process() leaves."""
+    cut = data.draw(st.integers(0, len(events)))
+    reference = ReferenceView(view)
+    _, expected_prefix_rejected = reference.process(events[:cut])
+    expected_rows, expected_rejected = reference.process(events[cut:])
+
+    engine = ViewEngine(view)
+    prefix = engine.process(events[:cut], rows=False)
+    assert prefix.rows == []
+    assert [r.reason for r in prefix.rejected] == expected_prefix_rejected
+    rest = engine.process(events[cut:])
+    assert [r.reason for r in rest.rejected] == expected_rejected
+    assert [(r.key, r.event_time, r.values) for r in rest.rows] == expected_rows
+    for key in reference.keys:
+        watermark = engine.watermark(key)
+        assert watermark is not None
+        for delta in (0, 3, 10, 31, 200):
+            assert engine.evaluate(key, watermark + delta) == reference.evaluate(key, watermark + delta)
