@@ -116,7 +116,7 @@ def _event_time(request: Replay, table: pa.Table, order: Times, columns: list[li
     cursor = _Cursor(table, request.view)
     rejected: list[int] = []
     for batch in cursor.advance(stop):
-        for rejection in first.process(batch).rejected:
+        for rejection in first.process(batch, rows=False).rejected:
             position = rejection.position
             assert position is not None
             rejected.append(_position_id(position.partition, position.offset))
@@ -148,7 +148,7 @@ def _answer_labels(
     unseen: list[int] = []
     for label, cut in zip(order.tolist(), cuts.tolist(), strict=True):
         for batch in cursor.advance(cut):
-            engine.process(batch)
+            engine.process(batch, rows=False)
         key = request.keys[label]
         assert key is not None
         values = answer(engine, key, int(request.times[label]))
@@ -181,7 +181,7 @@ def _fill_known_later(
         rest = rest.filter(_key_filter(rest, request.view, pending))
     if pending:
         for batch in _Cursor(rest, request.view).advance(rest.num_rows):
-            engine.process(batch)
+            engine.process(batch, rows=False)
     empty = engine.empty_values()
     for label in unseen:
         key = request.keys[label]
