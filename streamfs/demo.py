@@ -11,7 +11,7 @@ import sys
 import time
 from datetime import UTC, datetime
 
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from pipelines import payments
 from streamfs.offline import scan_features

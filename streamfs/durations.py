@@ -53,7 +53,9 @@ def label(ms: int) -> str:
 def datetime_to_ms(value: datetime) -> int:
     """An aware datetime to epoch milliseconds (truncating sub-millisecond parts); naive is an error."""
     if value.tzinfo is None or value.utcoffset() is None:
-        raise ValueError(f"naive datetime {value.isoformat()} has no time zone; streamfs needs aware UTC times")
+        raise ValueError(
+            f"naive datetime {value.isoformat()} has no time zone; streamfs needs aware UTC times"
+        )
     delta = value - _EPOCH
     return delta // timedelta(milliseconds=1)
 

@@ -105,7 +105,9 @@ class ReferenceView:
                 rejected.append("too_late")
                 continue
             state.events.append(_Accepted(event.event_time, len(state.events) + 1, fields))
-            state.max_time = event.event_time if state.max_time is None else max(state.max_time, event.event_time)
+            state.max_time = (
+                event.event_time if state.max_time is None else max(state.max_time, event.event_time)
+            )
             rows.append((key, event.event_time, self.evaluate_tuple(key, event.event_time)))
         return rows, rejected
 
