@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from confluent_kafka import KafkaException, Producer
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from streamfs.errors import ServiceError
 from streamfs.records import Rejected
@@ -58,7 +58,7 @@ class DeadLetterWriter:
     def add(self, source_topic: str, rejected: Iterable[Rejected]) -> int:
         count = 0
         for item in rejected:
-            headers = [
+            headers: list[tuple[str, str | bytes | None]] = [
                 ("streamfs.reason", item.reason.encode()),
                 ("streamfs.detail", item.detail.encode("utf-8", "replace")[:4000]),
                 ("streamfs.view", (item.view or "").encode()),

@@ -55,7 +55,23 @@ class WorkerMetrics:
             registry=r,
         )
         self.commits = Counter("streamfs_commits", "Offset commits", registry=r)
-        self.sink_errors = Counter("streamfs_sink_errors", "Sink failures (retried)", ["sink"], registry=r)
+        self.sink_errors = Counter(
+            "streamfs_sink_errors",
+            "Sink or offset-commit failures (retried): redis, kafka",
+            ["sink"],
+            registry=r,
+        )
+        self.skipped = Counter(
+            "streamfs_records_skipped",
+            "Records below the worker's position, not processed again (the broker reset its offsets)",
+            ["topic", "partition"],
+            registry=r,
+        )
+        self.paused = Gauge(
+            "streamfs_consumption_paused",
+            "1 while consumption is paused because Redis is unavailable",
+            registry=r,
+        )
         self.last_progress = Gauge(
             "streamfs_last_progress_timestamp", "Unix time of the last loop turn", registry=r
         )
@@ -67,7 +83,7 @@ class WorkerMetrics:
 
     def healthy(self, stall_seconds: float = 120.0) -> bool:
         """Alive unless the loop has not turned for `stall_seconds` (a stuck worker should be restarted)."""
-        last = self.last_progress._value.get()
+        last = float(self.last_progress._value.get())
         return last == 0 or time.time() - last < stall_seconds
 
 

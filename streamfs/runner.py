@@ -3,7 +3,8 @@
 One `Worker` runs every view of a pipeline over its Kafka topics in one consumer group. Start
 as many workers as there are partitions; Kafka's group protocol spreads the partitions.
 
-The commit protocol (Worker.commit) is the only place offsets advance:
+The commit protocol (Worker.commit = Worker.flush, then Worker.commit_offsets) is the only place
+offsets advance:
 
   1. Redis: the serving state of every key changed since the last write is written and
      acknowledged (this also happens after every batch, for freshness).
@@ -36,6 +37,7 @@ from types import FrameType
 from typing import Any
 
 import redis
+from confluent_kafka import KafkaException
 
 from streamfs.checkpoint import CheckpointStore, CommitLog
 from streamfs.deadletter import DeadLetterWriter
@@ -48,7 +50,7 @@ from streamfs.online import OnlineWriter
 from streamfs.records import Position, Rejected, SourceEvent
 from streamfs.registry import Pipeline
 from streamfs.settings import Settings
-from streamfs.sources import KafkaReader, TopicPartitionKey, arrival_ms
+from streamfs.sources import KafkaReader, Record, TopicPartitionKey, arrival_ms
 from streamfs.status import record_progress
 
 log = logging.getLogger(__name__)
@@ -119,11 +121,17 @@ class Worker:
         self._health: HealthServer | None = None
         self._quiet_since: float | None = None  # when consume last started returning nothing
         self._newest: dict[str, int] = {}  # newest event time per view, for `streamfs status`
+        self._redis_run_id: str | None = None  # a new run_id means Redis restarted: rewrite every key
+        self._rewound: set[TopicPartitionKey] = set()  # partitions whose records went below the position
 
     # ------------------------------------------------------------------ lifecycle
 
     def run(self) -> int:
-        """Consume until stopped (SIGTERM/SIGINT) or, with until_caught_up, until caught up. Returns 0."""
+        """Consume until stopped (SIGTERM/SIGINT) or, with until_caught_up, until caught up.
+
+        Returns 0, or 1 when the final offset commit failed (the output is flushed; a restart
+        replays from the previous commit, which changes nothing).
+        """
         from confluent_kafka.admin import AdminClient
 
         admin = AdminClient({"bootstrap.servers": self.settings.require_kafka()})
@@ -134,7 +142,7 @@ class Worker:
             self.settings.consumer_config(),
             self.pipeline.topics,
             on_assign=self._on_assign,
-            on_revoke=self._on_revoke,
+            on_revoke=self.release,
             on_lost=self._on_lost,
         )
         log.info(
@@ -151,29 +159,32 @@ class Worker:
                     if self.options.until_caught_up and self.caught_up():
                         log.info("caught up with the end offsets seen at assignment")
                         break
-            self.commit(checkpoint=True)
+            committed = self.commit(checkpoint=True)
         finally:
             self.reader.close()
             self.dead_letters.flush()
             if self._health is not None:
                 self._health.stop()
-        return 0
+        if not committed:
+            log.error("stopped with output flushed but the final offset commit failed; a restart replays it")
+        return 0 if committed else 1
 
     def step(self) -> int:
         """One turn of the loop: consume a batch, process it, write Redis, commit if due."""
         assert self.reader is not None
-        messages = self.reader.consume(self.options.batch_size, self.options.poll_timeout_s)
+        records = self.reader.consume(self.options.batch_size, self.options.poll_timeout_s)
         self.metrics.last_progress.set_to_current_time()
-        if messages:
-            self.metrics.batch_size.observe(len(messages))
-            self._process(messages)
+        if records:
+            self.metrics.batch_size.observe(len(records))
+            self.process(records)
         if time.monotonic() - self._last_online >= self.options.online_interval_s:
             self._write_online()
         if time.monotonic() - self._last_commit >= self.options.commit_interval_s:
-            self.commit(
-                checkpoint=time.monotonic() - self._last_checkpoint >= self.options.checkpoint_interval_s
-            )
-        return len(messages)
+            self.commit(checkpoint=self.checkpoint_due())
+        return len(records)
+
+    def checkpoint_due(self) -> bool:
+        return time.monotonic() - self._last_checkpoint >= self.options.checkpoint_interval_s
 
     def caught_up(self) -> bool:
         assert self.reader is not None
@@ -185,20 +196,35 @@ class Worker:
             return False
         # Confirm with fresh end offsets: a broker may report a stale high watermark at assignment
         # (seen on the embedded broker for partitions it had not served yet).
-        for tp in self.reader.assignment:
-            self.targets[tp] = max(self.targets.get(tp, 0), self.reader.watermarks(tp)[1])
+        try:
+            for tp in self.reader.assignment:
+                self.targets[tp] = max(self.targets.get(tp, 0), self.reader.watermarks(tp)[1])
+        except KafkaException as exc:
+            log.warning("cannot read end offsets (broker unavailable?): %s", exc)
+            return False
         return all(self.positions.get(tp, 0) >= self.targets[tp] for tp in self.reader.assignment)
 
     # ------------------------------------------------------------------ data path
 
-    def _process(self, messages: Sequence[Any]) -> None:
+    def process(self, records: Sequence[Record]) -> None:
+        """Decode and aggregate records of owned partitions (see `assign`); output waits for `flush`.
+
+        Records of partitions not owned are ignored (late records of a revoked partition), and so
+        are records below a partition's position: they were processed already, and a broker only
+        sends them again after an offset reset (e.g. a restarted in-memory broker whose topic was
+        re-created); they are counted in streamfs_records_skipped and logged once per partition.
+        """
         by_topic: dict[str, tuple[list[SourceEvent], list[Rejected]]] = {}
-        for message in messages:
-            topic, partition, offset = message.topic(), message.partition(), message.offset()
-            if (topic, partition) not in self.positions:
-                continue  # a late message of a partition revoked during this consume call
+        for record in records:
+            topic, partition, offset = record.topic, record.partition, record.offset
+            position = self.positions.get((topic, partition))
+            if position is None:
+                continue  # a late record of a partition revoked during this consume call
+            if offset < position:
+                self._skip_below_position((topic, partition), offset, position)
+                continue
             decoded = self.decoders[topic].decode(
-                message.value(), arrival_time=arrival_ms(message), position=Position(topic, partition, offset)
+                record.value, arrival_time=arrival_ms(record), position=Position(topic, partition, offset)
             )
             events, rejected = by_topic.setdefault(topic, ([], []))
             if isinstance(decoded, Rejected):
@@ -224,6 +250,20 @@ class Worker:
             self.dead_letters.add(topic, rejected)
             self.arrivals.extend(event.arrival_time for event in events)
 
+    def _skip_below_position(self, tp: TopicPartitionKey, offset: int, position: int) -> None:
+        self.metrics.skipped.labels(tp[0], str(tp[1])).inc()
+        if tp not in self._rewound:
+            self._rewound.add(tp)
+            log.error(
+                "%s[%d]: the broker sent offset %d below this worker's position %d (offsets reset: topic "
+                "re-created or broker data lost?); skipping records below %d, committed output untouched",
+                tp[0],
+                tp[1],
+                offset,
+                position,
+                position,
+            )
+
     def _write_online(self) -> None:
         """Write every changed key's serving state to Redis; on failure pause, back off, retry."""
         self._last_online = time.monotonic()
@@ -237,6 +277,7 @@ class Worker:
         while True:
             try:
                 started = time.perf_counter()
+                self._check_redis_restart()
                 progress: dict[str, dict[str, Any]] = {}
                 for name, keys in self.unwritten.items():
                     if keys:
@@ -258,16 +299,27 @@ class Worker:
                 if not paused and self.reader is not None:
                     log.warning("Redis unavailable (%s); pausing consumption and retrying", exc)
                     self.reader.pause()
+                    self.metrics.paused.set(1)
                     paused = True
                 self._idle(backoff)
                 backoff = min(backoff * 2, self.options.max_backoff_s)
         if paused and self.reader is not None:
             log.info("Redis is back; resuming consumption")
             self.reader.resume()
+            self.metrics.paused.set(0)
         now = time.time() * 1000
         for arrival in self.arrivals:
             self.metrics.freshness.observe(max(0.0, (now - arrival) / 1000))
         self.arrivals.clear()
+
+    def _check_redis_restart(self) -> None:
+        """A Redis that restarted (new run_id: a restart, or a failover) may have lost keys: rewrite all."""
+        run_id = str(self.redis.info("server")["run_id"])
+        if self._redis_run_id is not None and run_id != self._redis_run_id:
+            log.warning("Redis restarted (run_id changed); writing every owned key's serving state again")
+            for engine in self.engine.views.values():
+                self.unwritten[engine.name].update(engine.keys())
+        self._redis_run_id = run_id
 
     def _idle(self, seconds: float) -> None:
         """Wait while keeping the group membership alive (consume on paused partitions returns nothing)."""
@@ -278,10 +330,15 @@ class Worker:
             else:
                 time.sleep(min(0.1, seconds))
 
-    def commit(
+    def flush(
         self, *, checkpoint: bool = False, partitions: Sequence[TopicPartitionKey] | None = None
-    ) -> None:
-        """The commit protocol (module docstring): Redis, Parquet, dead letters, checkpoint, offsets."""
+    ) -> dict[TopicPartitionKey, int]:
+        """Steps 1-4 of the commit protocol: make everything processed durable; return the offsets to commit.
+
+        Writes Redis, flushes Parquet and the dead letters, optionally checkpoints the engine, and
+        returns the next offset to read of each partition (all owned, or `partitions`) that moved
+        since its last commit. A host that commits offsets itself (Faust) commits these.
+        """
         self._write_online()
         started = time.perf_counter()
         self.offline.flush()
@@ -290,18 +347,39 @@ class Worker:
         owned = (
             list(self.positions) if partitions is None else [tp for tp in partitions if tp in self.positions]
         )
-        offsets = {tp: self.positions[tp] for tp in owned if self.positions[tp] != self.committed.get(tp)}
         if checkpoint:
             for tp in owned:
                 self._save_checkpoint(tp)
             self._last_checkpoint = time.monotonic()
-        if offsets and self.reader is not None:
+        return {tp: self.positions[tp] for tp in owned if self.positions[tp] != self.committed.get(tp)}
+
+    def commit_offsets(self, offsets: dict[TopicPartitionKey, int]) -> bool:
+        """Step 5: commit flushed offsets to Kafka, then to the commit log. False if Kafka refused.
+
+        A failed commit (broker down, rebalance in progress) is logged and counted, and retried
+        with larger offsets at the next commit; nothing is lost because the output is flushed.
+        """
+        if not offsets or self.reader is None:
+            return True
+        try:
             self.reader.commit(offsets)
-            self.commit_log.record(offsets)
-            self.committed.update(offsets)
-            self.metrics.commits.inc()
+        except KafkaException as exc:
+            self.metrics.sink_errors.labels("kafka").inc()
+            log.warning("offset commit failed, retried at the next commit: %s", exc)
+            return False
+        self.commit_log.record(offsets)
+        self.committed.update(offsets)
+        self.metrics.commits.inc()
+        return True
+
+    def commit(
+        self, *, checkpoint: bool = False, partitions: Sequence[TopicPartitionKey] | None = None
+    ) -> bool:
+        """The commit protocol (module docstring): `flush`, then `commit_offsets`."""
+        done = self.commit_offsets(self.flush(checkpoint=checkpoint, partitions=partitions))
         self._last_commit = time.monotonic()
         self._update_lag()
+        return done
 
     def _save_checkpoint(self, tp: TopicPartitionKey) -> None:
         topic, partition = tp
@@ -319,20 +397,43 @@ class Worker:
     # ------------------------------------------------------------------ rebalances
 
     def _on_assign(self, partitions: list[TopicPartitionKey]) -> dict[TopicPartitionKey, int]:
-        """Recover each new partition's state at its committed offset; return where to resume."""
+        """KafkaReader's callback: recover each new partition at its resume offset; return the offsets."""
         assert self.reader is not None
-        committed = self.reader.committed(partitions)
+        try:
+            committed = self.reader.committed(partitions)
+        except KafkaException as exc:
+            log.warning("cannot read the group's committed offsets (%s); resuming from the commit log", exc)
+            committed = {}
+        starts = {}
         for tp in partitions:
-            low, high = self.reader.watermarks(tp)
-            known = [o for o in (committed.get(tp), self.commit_log.offset(*tp)) if o is not None]
-            start = max(known) if known else low
-            self.recover(tp, start)
-            self.positions[tp] = start
-            self.committed[tp] = start
-            self.targets[tp] = high
+            try:
+                low, high = self.reader.watermarks(tp)
+            except KafkaException as exc:
+                log.warning("cannot read %s[%d] watermarks: %s", tp[0], tp[1], exc)
+                low, high = 0, 0
+            starts[tp] = self.resume_offset(tp, committed.get(tp), low)
+            self.assign(tp, starts[tp], high)
         self.metrics.ready = True
-        log.info("assigned %s", ", ".join(f"{t}[{p}]@{self.positions[(t, p)]}" for t, p in partitions))
-        return {tp: self.positions[tp] for tp in partitions}
+        log.info("assigned %s", ", ".join(f"{t}[{p}]@{starts[(t, p)]}" for t, p in partitions))
+        return starts
+
+    def resume_offset(self, tp: TopicPartitionKey, kafka_committed: int | None, low: int = 0) -> int:
+        """Where to resume: the larger of Kafka's committed offset and the commit log's, else `low`."""
+        known = [o for o in (kafka_committed, self.commit_log.offset(*tp)) if o is not None]
+        return max(known) if known else low
+
+    def assign(self, tp: TopicPartitionKey, committed: int, high: int | None = None) -> None:
+        """Take a partition whose output is committed up to `committed`: recover its state there.
+
+        After this, `process` accepts the partition's records from offset `committed` on. `high`
+        (the end offset seen now) is the target of until_caught_up.
+        """
+        self.recover(tp, committed)
+        self.positions[tp] = committed
+        self.committed[tp] = committed
+        self._rewound.discard(tp)
+        if high is not None:
+            self.targets[tp] = high
 
     def recover(self, tp: TopicPartitionKey, committed: int) -> None:
         """Make the state of one partition exactly what it was at `committed`.
@@ -391,18 +492,24 @@ class Worker:
             engine.process(batch)
         return len(batch)
 
-    def _on_revoke(self, partitions: list[TopicPartitionKey]) -> None:
-        try:
-            self.commit(checkpoint=True, partitions=partitions)
-        except (ServiceError, redis.RedisError, OSError) as exc:
-            log.warning("could not commit revoked partitions (their new owner replays): %s", exc)
-        self._forget(partitions)
+    def release(self, partitions: Sequence[TopicPartitionKey]) -> None:
+        """Give partitions up (revoke): flush, checkpoint and commit them, then drop their state.
+
+        If that fails (Redis or the broker down), their new owner replays from the last commit.
+        """
+        owned = [tp for tp in partitions if tp in self.positions]
+        if owned:
+            try:
+                self.commit(checkpoint=True, partitions=owned)
+            except (ServiceError, redis.RedisError, OSError) as exc:
+                log.warning("could not commit revoked partitions (their new owner replays): %s", exc)
+        self._forget(owned)
 
     def _on_lost(self, partitions: list[TopicPartitionKey]) -> None:
         log.warning("partitions lost without revoke: %s", partitions)
         self._forget(partitions)
 
-    def _forget(self, partitions: list[TopicPartitionKey]) -> None:
+    def _forget(self, partitions: Sequence[TopicPartitionKey]) -> None:
         for tp in partitions:
             self.offline.discard(*tp)
             for engine in self.engine.for_topic(tp[0]):

@@ -9,9 +9,10 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
-from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException, TopicPartition
 
 log = logging.getLogger(__name__)
 
@@ -19,6 +20,33 @@ TopicPartitionKey = tuple[str, int]
 AssignmentCallback = Callable[[list[TopicPartitionKey]], None]
 AssignCallback = Callable[[list[TopicPartitionKey]], dict[TopicPartitionKey, int]]
 """Called with newly assigned partitions; returns the offset to start each one from."""
+
+
+class Record(Protocol):
+    """What the worker needs of one source record, whoever consumed it (KafkaReader, a Faust app …)."""
+
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def value(self) -> bytes | None: ...
+    @property
+    def timestamp(self) -> int | None:
+        """The record's Kafka timestamp in epoch milliseconds, or None when the broker gave none."""
+
+
+@dataclass(frozen=True, slots=True)
+class SourceRecord:
+    """A plain :class:`Record`: what KafkaReader.consume returns, and what hosts can build."""
+
+    topic: str
+    partition: int
+    offset: int
+    value: bytes | None
+    timestamp: int | None = None
 
 
 class KafkaReader:
@@ -60,14 +88,23 @@ class KafkaReader:
         self._on_lost(keys)
         self.assignment.difference_update(keys)
 
-    def consume(self, max_messages: int, timeout: float) -> list[Message]:
-        """Up to `max_messages` data messages; transient errors are logged, fatal ones raise."""
+    def consume(self, max_messages: int, timeout: float) -> list[SourceRecord]:
+        """Up to `max_messages` data records; transient errors are logged, fatal ones raise."""
         messages = self._consumer.consume(num_messages=max_messages, timeout=timeout)
         good = []
         for message in messages:
             error = message.error()
             if error is None:
-                good.append(message)
+                kind, stamp = message.timestamp()
+                good.append(
+                    SourceRecord(
+                        message.topic(),  # type: ignore[arg-type]  # set on data messages
+                        message.partition(),  # type: ignore[arg-type]
+                        message.offset(),  # type: ignore[arg-type]
+                        message.value(),
+                        None if kind == 0 or stamp is None or stamp < 0 else stamp,  # NOT_AVAILABLE
+                    )
+                )
             elif error.code() == KafkaError._PARTITION_EOF:
                 continue
             elif error.fatal():
@@ -117,9 +154,7 @@ class KafkaReader:
             log.warning("closing the consumer: %s", exc)
 
 
-def arrival_ms(message: Message) -> int:
+def arrival_ms(record: Record) -> int:
     """The record's Kafka timestamp in ms, or now if the broker gave none."""
-    kind, stamp = message.timestamp()
-    if kind == 0 or stamp is None or stamp < 0:  # TIMESTAMP_NOT_AVAILABLE
-        return int(time.time() * 1000)
-    return int(stamp)
+    stamp = record.timestamp
+    return int(time.time() * 1000) if stamp is None else int(stamp)

@@ -31,7 +31,7 @@ def record_progress(
     if progress:
         client.hset(
             progress_key(namespace, group_id), mapping={k: orjson.dumps(v) for k, v in progress.items()}
-        )  # type: ignore[arg-type]
+        )
 
 
 def partition_lag(pipeline: Pipeline, settings: Settings) -> list[tuple[str, int, int | None, int]]:
@@ -69,7 +69,7 @@ def pipeline_status(spec: str, settings: Settings) -> str:
         lines.append(f"{topic + '[' + str(partition) + ']':<28} {shown:>11} {end:>10} {lag:>8}")
     client = redis.Redis.from_url(settings.require_redis())
     raw = client.hgetall(progress_key(settings.online_namespace, settings.group_id))
-    progress = {k.decode(): orjson.loads(v) for k, v in raw.items()}
+    progress = {(k.decode() if isinstance(k, bytes) else k): orjson.loads(v) for k, v in raw.items()}
     now = time.time() * 1000
     lines += ["", "view                     newest event (UTC)          written          entities"]
     for view in pipeline.views:

@@ -17,8 +17,9 @@ are the worker's, byte for byte (docs/faust.md).
 
 The commit discipline is the worker's with Faust's acknowledgements in place of Kafka commits:
 
-  1. a batch is decoded and processed, and then ``Worker.commit`` writes Redis, flushes Parquet,
-     flushes the dead letters and (every ``checkpoint_interval_s``) checkpoints the engine;
+  1. a batch is decoded and processed (``Worker.process``), and then ``Worker.flush`` writes
+     Redis, flushes Parquet, flushes the dead letters and (every ``checkpoint_interval_s``)
+     checkpoints the engine;
   2. only then does the agent ask ``take_events`` for the next batch, which acks this batch's
      events; Faust commits acked offsets on its own timer.
 
@@ -27,7 +28,9 @@ messages get an extra reference (``Message.incref``) so that ``take_events``' ac
 them, and the whole app is crashed (Faust would otherwise restart the agent and carry on past
 the failed batch). A restart, or a kill -9, replays from Faust's committed offset: the first
 record of each partition the agent sees is the one Faust sought to, and ``Worker.recover`` runs
-there (delete uncommitted Parquet, load the newest checkpoint, replay the event archive).
+there (``Worker.assign``: delete uncommitted Parquet, load the newest checkpoint, replay the
+event archive). Revoked partitions go through ``Worker.release``. Only the worker's public API
+(process / flush / assign / release) is used.
 
 Faust joins a consumer group named after the app (``app.conf.id``); streamfs keeps its engine
 checkpoints under that name too. The agents run the (synchronous) pipeline in one background
@@ -45,7 +48,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -57,44 +59,26 @@ from streamfs.errors import ConfigError
 from streamfs.registry import Pipeline, load_pipeline
 from streamfs.runner import Worker, WorkerOptions
 from streamfs.settings import Settings
-from streamfs.sources import TopicPartitionKey
+from streamfs.sources import SourceRecord, TopicPartitionKey
 
 __all__ = ["FaustPipeline", "broker_url", "build_app", "check_partitions", "main", "source_partitions"]
 
 log = logging.getLogger(__name__)
 
-_CREATE_TIME = 1  # confluent_kafka.TIMESTAMP_CREATE_TIME: "the record has a timestamp"
-_NO_TIMESTAMP = 0  # confluent_kafka.TIMESTAMP_NOT_AVAILABLE
 
-
-class _Record:
-    """A Faust message seen through the confluent-kafka Message methods the worker reads."""
-
-    __slots__ = ("_message",)
-
-    def __init__(self, message: Any) -> None:
-        self._message = message
-
-    def topic(self) -> str:
-        return str(self._message.topic)
-
-    def partition(self) -> int:
-        return int(self._message.partition)
-
-    def offset(self) -> int:
-        return int(self._message.offset)
-
-    def value(self) -> bytes | None:
-        value = self._message.value
-        return None if value is None else bytes(value)
-
-    def timestamp(self) -> tuple[int, int]:
-        # Faust stores the record's epoch-ms timestamp divided by 1000 as a float; rounding
-        # gives back the exact milliseconds (well inside a double's 53 bits).
-        stamp = self._message.timestamp
-        if stamp is None:
-            return (_NO_TIMESTAMP, -1)
-        return (_CREATE_TIME, round(stamp * 1000))
+def source_record(message: Any) -> SourceRecord:
+    """A Faust message as the worker's record (streamfs.sources.Record)."""
+    value = message.value
+    # Faust stores the record's epoch-ms timestamp divided by 1000 as a float; rounding gives
+    # back the exact milliseconds (well inside a double's 53 bits).
+    stamp = message.timestamp
+    return SourceRecord(
+        str(message.topic),
+        int(message.partition),
+        int(message.offset),
+        None if value is None else bytes(value),
+        None if stamp is None else round(stamp * 1000),
+    )
 
 
 def source_partitions(pipeline: Pipeline, admin: AdminClient, timeout_s: float = 10.0) -> dict[str, int]:
@@ -176,6 +160,7 @@ class FaustPipeline:
         )
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="streamfs-faust")
         self._ready: asyncio.Future[None] | None = None
+        self._owned: set[TopicPartitionKey] = set()  # partitions assigned to the worker (own thread only)
         self.agents = [
             app.agent(
                 app.topic(topic, key_type=bytes, value_type=bytes, value_serializer="raw"),
@@ -232,27 +217,24 @@ class FaustPipeline:
     def process(self, messages: Sequence[Any]) -> None:
         """Decode, process and flush one batch of Faust messages (the worker's step, without Kafka)."""
         worker = self.worker
-        records = [_Record(message) for message in messages]
+        records = [source_record(message) for message in messages]
         for record in records:
-            tp = (record.topic(), record.partition())
-            if tp not in worker.positions:
-                self._resume(tp, record.offset())
-        worker._process(records)
-        due = time.monotonic() - worker._last_checkpoint >= worker.options.checkpoint_interval_s
-        worker.commit(checkpoint=due)
-
-    def _resume(self, tp: TopicPartitionKey, offset: int) -> None:
-        """The first record of a partition since start or reassignment is where Faust sought: the commit."""
-        self.worker.recover(tp, offset)
-        self.worker.positions[tp] = offset
-        self.worker.committed[tp] = offset
-        log.info("streamfs resumed %s[%d] at offset %d", tp[0], tp[1], offset)
+            tp = (record.topic, record.partition)
+            if tp not in self._owned:
+                # The first record of a partition since start or reassignment is where Faust
+                # sought: its committed offset.
+                worker.assign(tp, record.offset)
+                self._owned.add(tp)
+                log.info("streamfs resumed %s[%d] at offset %d", tp[0], tp[1], record.offset)
+        worker.process(records)
+        # Faust commits the offsets of acked events on its own timer; acking happens only after
+        # this flush returns (see the module docstring), so the returned offsets are not needed.
+        worker.flush(checkpoint=worker.checkpoint_due())
 
     def release(self, partitions: list[TopicPartitionKey]) -> None:
-        """On revoke: checkpoint the partitions we held, then forget their state (the worker's _on_revoke)."""
-        owned = [tp for tp in partitions if tp in self.worker.positions]
-        if owned:
-            self.worker._on_revoke(owned)
+        """On revoke: flush and checkpoint the partitions we held, then forget their state."""
+        self._owned.difference_update(partitions)
+        self.worker.release(partitions)
 
 
 def broker_url(bootstrap: str) -> list[str]:
@@ -290,7 +272,11 @@ def build_app(
     options.update(app_options)
     app = faust.App(app_id or settings.group_id, **options)
     hosted = FaustPipeline(
-        app, pipeline, settings, batch_size=batch_size, within_s=within_s,
+        app,
+        pipeline,
+        settings,
+        batch_size=batch_size,
+        within_s=within_s,
         checkpoint_interval_s=checkpoint_interval_s,
     )
     return app, hosted
