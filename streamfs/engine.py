@@ -790,20 +790,20 @@ class ViewEngine:
         For t ≥ max_time every tile and buffered event is at or before t, so the window at the
         k-th hop boundary after max_time, b_k = (tile(max_time) + k)·H, holds exactly the tiles
         (and buffered events) from tile(max_time) + k + 1 - L/H on: a suffix. Sweeping k from L/H
-        (empty window) down to 1 adds one tile per step, O(L/H) merges in all. Exact partials
-        make the merge order irrelevant, so this equals _group_values at each boundary.
+        (empty window) down to 0 (the window at max_time itself: all buffered events are ≤ it)
+        adds one tile per step, O(L/H) merges in all. Exact partials make the merge order
+        irrelevant, so this equals _group_values at max_time and at each boundary.
         """
         max_time = state.max_time
         assert max_time is not None
         group = self.compiled.groups[group_index]
         gs = state.groups[group_index]
-        first_value = tuple(self._group_values(state, group_index, max_time))
         hop = group.hop
         if not hop:
-            return GroupSteps((max_time,), (first_value,))
+            return GroupSteps((max_time,), (tuple(self._group_values(state, group_index, max_time)),))
         tiles_per_window = group.window.tiles
         base = max_time // hop
-        lowest = base + 2 - tiles_per_window  # the oldest tile any boundary b_1..b_n reads
+        lowest = base + 1 - tiles_per_window  # the oldest tile the window at max_time (k = 0) reads
         aggregator = group.aggregator
         combined: dict[int, list[Any]] = {}
         if aggregator is not None:
@@ -823,7 +823,7 @@ class ViewEngine:
         at_boundary: list[tuple[Any, ...]] = []
         previous: tuple[Any, ...] | None = None
         seen_recent = -1
-        for k in range(tiles_per_window, 0, -1):
+        for k in range(tiles_per_window, -1, -1):  # k = 0 is the window at max_time itself
             lo = base + k + 1 - tiles_per_window
             start = lo * hop
             recent = [item for item in state.buffer if item[0] >= start]
@@ -845,9 +845,10 @@ class ViewEngine:
                 out.append(counts[position] + _extra_distinct(distinct, feature.slot, recent, start))
             previous = tuple(out)
             at_boundary.append(previous)
+        at_boundary.reverse()
         starts = [max_time]
-        steps = [first_value]
-        for k, value in enumerate(reversed(at_boundary), start=1):
+        steps = [at_boundary[0]]
+        for k, value in enumerate(at_boundary[1:], start=1):
             if value != steps[-1]:
                 starts.append((base + k) * hop)
                 steps.append(value)
