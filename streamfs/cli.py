@@ -176,7 +176,180 @@ def _status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-COMMANDS: tuple[Callable[[Subparsers], None], ...] = (_add_dev, _add_run, _add_status)
+# --------------------------------------------------------------------------------------------
+# streamfs training-set --labels FILE --features REFS --out FILE --pipeline PIPELINE
+# streamfs backfill PIPELINE, streamfs verify PIPELINE (the offline commands)
+
+EXIT_MISMATCH = 1
+"""verify: some feature's match rate is below the threshold."""
+EXIT_INTERRUPTED = 130
+"""backfill: stopped by SIGINT/SIGTERM after a checkpoint; the same command resumes it."""
+
+
+def _add_training_set(subparsers: Subparsers) -> None:
+    parser = subparsers.add_parser(
+        "training-set",
+        help="point-in-time feature values for a label table, recomputed from the event archive",
+        description="Add one column per requested feature to every label row: its value at the "
+        "label's time, replayed from the event archive through the engine (docs/training.md).",
+    )
+    parser.add_argument("--labels", type=Path, required=True, help="label table (.parquet or .csv)")
+    parser.add_argument(
+        "--features", required=True, help="comma-separated refs: view:feature or a whole view"
+    )
+    parser.add_argument("--out", type=Path, required=True, help="output file (.parquet or .csv)")
+    parser.add_argument("--pipeline", required=True, help="import string, e.g. pipelines.payments")
+    parser.add_argument(
+        "--mode",
+        choices=("as_served", "event_time"),
+        default="as_served",
+        help="as_served: what the online store answered then (default); event_time: every event "
+        "with event time <= the label time, however late it arrived",
+    )
+    parser.add_argument("--time-column", default="timestamp", help="label time column (default: timestamp)")
+    parser.add_argument(
+        "--exclusive",
+        action="store_true",
+        help="features from just before the label time (event-triggered labels)",
+    )
+    parser.set_defaults(handler=_training_set)
+
+
+def _training_set(args: argparse.Namespace) -> int:
+    from streamfs.training import training_set_command
+
+    report = training_set_command(
+        args.labels,
+        _split(args.features),
+        args.out,
+        args.pipeline,
+        args.mode,
+        root=Settings.load().data_dir,
+        time_column=args.time_column,
+        inclusive=not args.exclusive,
+    )
+    print(
+        f"wrote {report.rows:,} rows with {report.features} feature column(s) to {report.path} "
+        f"in {report.seconds:.1f} s"
+    )
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------------------------
+# streamfs backfill PIPELINE
+
+
+def _add_backfill(subparsers: Subparsers) -> None:
+    parser = subparsers.add_parser(
+        "backfill",
+        help="recompute views' feature rows (and Redis state) from the archive or Kafka",
+        description="Replay the event archive (or the Kafka topics from the beginning) through the "
+        "worker's engine up to the group's committed offsets and rewrite the views' feature log; "
+        "with --online also their Redis serving state. Interrupt with Ctrl-C and run the same "
+        "command again to resume (docs/backfill.md).",
+    )
+    parser.add_argument("pipeline", help="import string, e.g. pipelines.payments")
+    parser.add_argument("--views", help="comma-separated view names (default: every view)")
+    parser.add_argument(
+        "--from", dest="start", type=_time_arg, help="write rows with event time >= this (ISO 8601 or date)"
+    )
+    parser.add_argument("--to", dest="end", type=_time_arg, help="... and < this")
+    parser.add_argument("--source", choices=("archive", "kafka"), default="archive", help="default: archive")
+    parser.add_argument("--online", action="store_true", help="also write the serving state to Redis")
+    parser.add_argument(
+        "--replace",
+        action="store_true",
+        help="rewrite the whole history of a view whose definition changed since its rows were written",
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.set_defaults(handler=_backfill)
+
+
+def _backfill(args: argparse.Namespace) -> int:
+    from streamfs.backfill import backfill
+
+    report = backfill(
+        args.pipeline,
+        Settings.load(),
+        views=_split(args.views) if args.views else None,
+        source=args.source,
+        start=args.start,
+        end=args.end,
+        online=args.online,
+        replace=args.replace,
+        quiet=args.quiet,
+    )
+    print(report.summary())
+    return EXIT_INTERRUPTED if report.interrupted else EXIT_OK
+
+
+# --------------------------------------------------------------------------------------------
+# streamfs verify PIPELINE
+
+
+def _add_verify(subparsers: Subparsers) -> None:
+    parser = subparsers.add_parser(
+        "verify",
+        help="compare Redis and the feature log with a replay of the archive",
+        description="Replay the archive through the engine; compare what the online store serves for "
+        "a sample of keys (as of their newest event and now) and every feature-log row with it. "
+        "Prints per-feature match rates and the largest differences; exit 1 below the threshold.",
+    )
+    parser.add_argument("pipeline", help="import string, e.g. pipelines.payments")
+    parser.add_argument("--views", help="comma-separated view names (default: every view)")
+    parser.add_argument("--sample", type=int, default=1_000, help="keys per view read online (default 1000)")
+    parser.add_argument(
+        "--threshold", type=float, default=1.0, help="lowest acceptable match rate, 0..1 (default 1.0)"
+    )
+    parser.set_defaults(handler=_verify)
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from streamfs.verify import verify
+
+    report = verify(
+        args.pipeline,
+        Settings.load(),
+        views=_split(args.views) if args.views else None,
+        sample=args.sample,
+        threshold=args.threshold,
+    )
+    print(report.render())
+    return EXIT_OK if report.ok else EXIT_MISMATCH
+
+
+def _split(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def _time_arg(text: str) -> int:
+    """ISO 8601 with a UTC offset, a date (UTC midnight), or epoch milliseconds -> epoch ms."""
+    from datetime import UTC, date, datetime
+
+    from streamfs.durations import datetime_to_ms
+
+    text = text.strip()
+    if text.isdigit():
+        return int(text)
+    try:
+        if len(text) == 10:
+            return datetime_to_ms(datetime.combine(date.fromisoformat(text), datetime.min.time(), UTC))
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an ISO 8601 time, a date or epoch ms") from None
+    if moment.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"{text!r} has no UTC offset; add Z or +HH:MM")
+    return datetime_to_ms(moment)
+
+
+COMMANDS: tuple[Callable[[Subparsers], None], ...] = (
+    _add_dev,
+    _add_run,
+    _add_status,
+    _add_training_set,
+    _add_backfill,
+    _add_verify,
+)
 """One entry per top-level command, in the order `streamfs --help` lists them."""
 
 
