@@ -1,0 +1,254 @@
+"""ViewEngine, one feature view's engine, and Engine, all views of a pipeline by topic.
+
+This is the engine's public face; the work is done by the modules beside it (compiled, state,
+ingest, running, reads, serving, snapshot), each a set of plain functions over plain state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from streamfs.aggregations import empty_result
+from streamfs.definitions import FeatureView
+from streamfs.engine import snapshot as snapshots
+from streamfs.engine.compiled import CompiledView
+from streamfs.engine.ingest import accept, ingest_newest
+from streamfs.engine.reads import evaluate_all, row
+from streamfs.engine.serving import ServingState, serving_state
+from streamfs.engine.state import Key, KeyState
+from streamfs.records import (
+    BAD_VALUE,
+    MISSING_KEY,
+    TOO_LATE,
+    TRANSFORM_FAILED,
+    FeatureRow,
+    Rejected,
+    SourceEvent,
+)
+
+
+@dataclass(slots=True)
+class ProcessResult:
+    """What one micro-batch produced for one view."""
+
+    rows: list[FeatureRow] = field(default_factory=list)
+    rejected: list[Rejected] = field(default_factory=list)
+    filtered: int = 0
+
+
+class ViewEngine:
+    """Runs one FeatureView: per-key tiles, offline rows, exact evaluation, snapshots."""
+
+    def __init__(self, view: FeatureView) -> None:
+        self.compiled = CompiledView.build(view)
+        self.view = view
+        self.name = view.name
+        self.ttl = view.ttl
+        # partition -> key -> state; keys never move between partitions on their own.
+        self._partitions: dict[int, dict[Key, KeyState]] = {}
+        self._dirty: dict[int, set[Key]] = {}
+
+    @property
+    def feature_names(self) -> list[str]:
+        return self.view.feature_names
+
+    @property
+    def group_features(self) -> list[list[str]]:
+        """Feature names of each window group, in the order GroupSteps.values holds them."""
+        return self.compiled.group_features
+
+    # ---------------------------------------------------------------- ingest
+
+    def process(self, events: Iterable[SourceEvent], *, rows: bool = True) -> ProcessResult:
+        """Aggregate a micro-batch in order; one offline row per accepted event.
+
+        rows=False only updates the state (rebuilding it from an archive, replaying for a
+        training set): no row is evaluated, which is most of the per-event cost.
+        """
+        result = ProcessResult()
+        compiled = self.compiled
+        transform = self.view.transform
+        key_fields = compiled.key_fields
+        inputs = compiled.input_fields
+        lateness = compiled.lateness
+        groups = compiled.groups
+        fast = lateness == 0  # then every accepted event settles at once (see ingest.ingest_newest)
+        for event in events:
+            fields = event.fields
+            if transform is not None:
+                try:
+                    transformed = transform(dict(fields))
+                except Exception as exc:
+                    detail = f"{type(exc).__name__}: {exc}"
+                    result.rejected.append(self._reject(event, TRANSFORM_FAILED, detail))
+                    continue
+                if transformed is None:
+                    result.filtered += 1
+                    continue
+                fields = transformed
+            key = tuple([fields.get(name) for name in key_fields])
+            if None in key:
+                missing = [name for name, value in zip(key_fields, key, strict=True) if value is None]
+                detail = f"entity key field(s) {missing} missing"
+                result.rejected.append(self._reject(event, MISSING_KEY, detail))
+                continue
+            values = tuple([fields.get(name) for name in inputs])
+            problem = compiled.bad_value(values)
+            if problem is not None:
+                result.rejected.append(self._reject(event, BAD_VALUE, problem))
+                continue
+            partition = event.position.partition if event.position is not None else 0
+            states = self._partitions.get(partition)
+            if states is None:
+                states = self._partitions[partition] = {}
+                self._dirty[partition] = set()
+            state = states.get(key)
+            if state is None:
+                state = states[key] = KeyState(groups)
+            time = event.event_time
+            if state.max_time is not None and time < state.max_time - lateness:
+                result.rejected.append(
+                    self._reject(
+                        event,
+                        TOO_LATE,
+                        f"event time {time} is more than the allowed lateness {lateness} ms behind "
+                        f"the newest accepted event {state.max_time} of key {key!r}",
+                    )
+                )
+                continue
+            self._dirty[partition].add(key)
+            if not rows:
+                accept(compiled, state, time, values)
+                continue
+            if fast and (state.max_time is None or time >= state.max_time):
+                values_row = ingest_newest(compiled, state, time, values)
+            else:
+                accept(compiled, state, time, values)
+                values_row = row(compiled, state, time)
+            result.rows.append(
+                FeatureRow(self.name, key, time, event.arrival_time, event.position, values_row)
+            )
+        return result
+
+    def _reject(self, event: SourceEvent, reason: str, detail: str) -> Rejected:
+        return Rejected(reason, detail, event.position, event.raw, self.name, event.arrival_time)
+
+    def _find(self, key: Key) -> KeyState | None:
+        for states in self._partitions.values():
+            state = states.get(key)
+            if state is not None:
+                return state
+        return None
+
+    def watermark(self, key: Key) -> int | None:
+        """The key's watermark (newest accepted event time - allowed lateness), None if unseen."""
+        state = self._find(key)
+        if state is None or state.max_time is None:
+            return None
+        return state.max_time - self.compiled.lateness
+
+    def evaluate(self, key: Key, t: int) -> dict[str, Any] | None:
+        """Feature values of `key` for windows ending at t, over the events processed so far.
+
+        Exact for t ≥ the key's watermark; earlier t is evaluated at the watermark (the engine
+        no longer holds finer history there). None if the key is unknown or its TTL has passed.
+        """
+        state = self._find(key)
+        if state is None or state.max_time is None:
+            return None
+        if self.ttl is not None and t - state.max_time > self.ttl:
+            return None
+        t = max(t, state.max_time - self.compiled.lateness)
+        return dict(zip(self.feature_names, evaluate_all(self.compiled, state, t), strict=True))
+
+    def serve(self, key: Key, t: int) -> dict[str, Any] | None:
+        """What the online store answers for a read at t: evaluation at max(t, newest event time)."""
+        state = self._find(key)
+        if state is None or state.max_time is None:
+            return None
+        if self.ttl is not None and t - state.max_time > self.ttl:
+            return None
+        return self.evaluate(key, max(t, state.max_time))
+
+    def empty_values(self) -> dict[str, Any]:
+        """What every feature reads as over an empty window."""
+        return {feature.name: empty_result(feature.function) for feature in self.view.features}
+
+    # ---------------------------------------------------------------- serving
+
+    def serving_state(self, key: Key) -> ServingState | None:
+        """The step functions that let a reader evaluate `key` exactly at any t ≥ max_time."""
+        state = self._find(key)
+        if state is None or state.max_time is None:
+            return None
+        return serving_state(self.compiled, key, state)
+
+    def take_dirty(self, partitions: Iterable[int] | None = None) -> list[Key]:
+        """Keys changed since the last call (for the given partitions, or all), then forget them."""
+        chosen = list(self._dirty) if partitions is None else list(partitions)
+        keys: list[Key] = []
+        for partition in chosen:
+            dirty = self._dirty.get(partition)
+            if dirty:
+                keys.extend(dirty)
+                dirty.clear()
+        return keys
+
+    # ---------------------------------------------------------------- state moves
+
+    @property
+    def partitions(self) -> list[int]:
+        return sorted(self._partitions)
+
+    def key_count(self) -> int:
+        return sum(len(states) for states in self._partitions.values())
+
+    def keys(self, partition: int | None = None) -> list[Key]:
+        if partition is not None:
+            return list(self._partitions.get(partition, {}))
+        return [key for states in self._partitions.values() for key in states]
+
+    def drop(self, partition: int) -> None:
+        """Forget a partition's state (it was revoked; its new owner restores it)."""
+        self._partitions.pop(partition, None)
+        self._dirty.pop(partition, None)
+
+    def snapshot(self, partition: int) -> dict[str, Any]:
+        """A plain-value copy of one partition's state (lists, tuples, ints, floats, strings)."""
+        states = self._partitions.get(partition, {})
+        return snapshots.snapshot_states(self.compiled, self.name, self.fingerprint(), partition, states)
+
+    def restore(self, snapshot: dict[str, Any]) -> None:
+        """Replace one partition's state with a snapshot taken by `snapshot`."""
+        partition, states = snapshots.restore_states(self.compiled, self.name, self.fingerprint(), snapshot)
+        self._partitions[partition] = states
+        self._dirty[partition] = set()
+
+    def fingerprint(self) -> str:
+        """Identifies the parts of the definition that shape state: features, keys, lateness."""
+        parts = [
+            self.name,
+            ",".join(self.compiled.key_fields),
+            str(self.compiled.lateness),
+            *(f"{f.field}:{f.function}:{f.window}:{f.hop}:{f.name}" for f in self.view.features),
+        ]
+        return "|".join(parts)
+
+
+class Engine:
+    """All views of a pipeline, fanned out by source topic."""
+
+    def __init__(self, views: Sequence[FeatureView]) -> None:
+        self.views = {view.name: ViewEngine(view) for view in views}
+        self._by_topic: dict[str, list[ViewEngine]] = {}
+        for engine in self.views.values():
+            self._by_topic.setdefault(engine.view.source.topic, []).append(engine)
+
+    def for_topic(self, topic: str) -> list[ViewEngine]:
+        return self._by_topic.get(topic, [])
+
+    def process(self, topic: str, events: Sequence[SourceEvent]) -> dict[str, ProcessResult]:
+        """Run a micro-batch of one topic through every view reading that topic."""
+        return {engine.name: engine.process(events) for engine in self.for_topic(topic)}
