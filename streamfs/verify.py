@@ -21,6 +21,7 @@ Values are compared exactly: streamfs promises bit-for-bit equality (docs/semant
 
 from __future__ import annotations
 
+import math
 import random
 import time
 from collections.abc import Sequence
@@ -129,7 +130,8 @@ class VerifyReport:
             for feature in check.features:
                 total = check.compared + check.missing + check.extra
                 matched = check.matched.get(feature, 0)
-                lines.append(f"  {feature:<{width}}  {matched:>9,}/{total:<9,} {check.rate(feature):8.2%}")
+                rate = _percent(check.rate(feature))
+                lines.append(f"  {feature:<{width}}  {matched:>9,} / {total:<9,} {rate:>8}")
             differences += check.differences
         if differences:
             ranked = sorted(differences, key=lambda d: (d.size is None, -(d.size or 0.0)))
@@ -141,7 +143,8 @@ class VerifyReport:
                     f"got {d.got!r}, expected {d.expected!r}{size}"
                 )
         verdict = "OK" if self.ok else "FAILED"
-        lines.append(f"{verdict}: lowest match rate {self.lowest:.2%} (threshold {self.threshold:.2%})")
+        lowest, threshold = _percent(self.lowest), _percent(self.threshold)
+        lines.append(f"{verdict}: lowest match rate {lowest} (threshold {threshold})")
         return "\n".join(lines)
 
 
@@ -344,6 +347,11 @@ def _extra_entries(client: redis.Redis, namespace: str, view: FeatureView, known
 
 def _glob(text: str) -> str:
     return "".join("\\" + ch if ch in "*?[]\\" else ch for ch in text)
+
+
+def _percent(rate: float) -> str:
+    """Rounded down, so that anything short of a perfect match never prints as 100.00%."""
+    return f"{math.floor(round(rate * 10_000, 6)) / 100:.2f}%"
 
 
 def _iso(ms: int) -> str:
