@@ -64,8 +64,13 @@ class WorkerOptions:
     poll_timeout_s: float = 0.05
     commit_interval_s: float = 2.0
     online_interval_s: float = 0.25
-    """Redis is written at most this often: each write serializes every changed key once, so
-    coalescing batches trades a little freshness for a lot of throughput under load."""
+    """Redis is written at least this often while keys change: each write serializes every changed
+    key once, so coalescing batches trades a little freshness for a lot of throughput under load."""
+    adaptive_online: bool = True
+    """Write Redis sooner when writes are cheap: wait min(online_interval_s, online_cost_ratio *
+    the last write's duration), so a lightly loaded worker writes after every batch and a busy
+    one coalesces up to online_interval_s."""
+    online_cost_ratio: float = 4.0
     checkpoint_interval_s: float = 30.0
     until_caught_up: bool = False
     serve_metrics: bool = True
@@ -118,6 +123,7 @@ class Worker:
         self._last_commit = time.monotonic()
         self._last_checkpoint = time.monotonic()
         self._last_online = time.monotonic()
+        self._last_write_s = 0.0  # duration of the last Redis write, for adaptive_online
         self._health: HealthServer | None = None
         self._quiet_since: float | None = None  # when consume last started returning nothing
         self._newest: dict[str, int] = {}  # newest event time per view, for `streamfs status`
@@ -177,11 +183,18 @@ class Worker:
         if records:
             self.metrics.batch_size.observe(len(records))
             self.process(records)
-        if time.monotonic() - self._last_online >= self.options.online_interval_s:
+        if time.monotonic() - self._last_online >= self.online_wait():
             self._write_online()
         if time.monotonic() - self._last_commit >= self.options.commit_interval_s:
             self.commit(checkpoint=self.checkpoint_due())
         return len(records)
+
+    def online_wait(self) -> float:
+        """Seconds between Redis writes now (see WorkerOptions.adaptive_online)."""
+        interval = self.options.online_interval_s
+        if not self.options.adaptive_online:
+            return interval
+        return min(interval, self.options.online_cost_ratio * self._last_write_s)
 
     def checkpoint_due(self) -> bool:
         return time.monotonic() - self._last_checkpoint >= self.options.checkpoint_interval_s
@@ -290,7 +303,8 @@ class Worker:
                             "keys": engine.key_count(),
                         }
                 record_progress(self.redis, self.settings.online_namespace, self.settings.group_id, progress)
-                self.metrics.sink_seconds.labels("redis").observe(time.perf_counter() - started)
+                self._last_write_s = time.perf_counter() - started
+                self.metrics.sink_seconds.labels("redis").observe(self._last_write_s)
                 break
             except (redis.ConnectionError, redis.TimeoutError) as exc:
                 self.metrics.sink_errors.labels("redis").inc()

@@ -1,0 +1,422 @@
+"""The streamfs worker end to end, next to the raw consumer ceiling and Quix Streams, plus freshness and recovery.
+
+    .venv/bin/python benchmarks/worker.py [--events 100000] [--keys 10000] [--partitions 4]
+        [--rates 500,1500] [--freshness-seconds 20] [--recovery-keys 100000] [--skip-quix]
+        [--only throughput,freshness,recovery]
+
+Starts its own embedded broker (Tansu) and Redis. Quix Streams must be installed in the venv
+(`pip install quixstreams`; it is not a streamfs dependency).
+
+throughput  `--events` payments (pipelines.payments.generate, `--keys` Zipf-popular cards) on
+            topic `payments` with `--partitions` partitions; then, each in its own subprocess
+            and consumer group, over the same records:
+              raw-10ms / raw-1000ms  a bare confluent-kafka consumer, no decoding
+                                     (fetch.queue.backoff.ms 10, as streamfs sets it / the default)
+              streamfs               Worker on pipelines.payments:card_activity (13 features):
+                                     consume, decode, engine, Redis + Parquet, commit
+              quix-tumbling          Quix Streams: count, sum, mean, max per card, 1 h tumbling
+              quix-hopping           the same, 1 h windows hopping every 5 min
+            events/s and CPU s per million events are measured from the first record to the
+            end (group join and imports excluded); peak RSS is the process's VmHWM.
+freshness   a fresh broker and Redis; a worker subprocess; payments produced at each steady
+            `--rates` (events/s, event time = now) for `--freshness-seconds`; ten times a second
+            a probe payment with a unique amount is appended (linger 0, flushed: the time after
+            flush is "appended") and a reader polls FeatureClient until the card's amount_last
+            shows it. Reported: p50 / p99 / max of appended → readable, with the worker's Redis
+            writes coalesced every 250 ms (online_interval_s, fixed) and adaptive (the default).
+recovery    `--recovery-keys` cards with 3 payments each through a worker (4 partitions), then
+            Worker.recover of every partition timed (a) from the shutdown checkpoint and (b) with
+            the checkpoints removed (the whole event archive replayed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import orjson  # noqa: E402
+from confluent_kafka import Consumer, Producer  # noqa: E402
+from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
+
+from pipelines.payments import card_activity, generate  # noqa: E402
+from streamfs.dev import EmbeddedKafka, EmbeddedRedis  # noqa: E402
+from streamfs.keys import encode_key  # noqa: E402
+from streamfs.registry import Pipeline  # noqa: E402
+from streamfs.runner import Worker, WorkerOptions  # noqa: E402
+from streamfs.settings import DEV_BROKER_CONSUMER, Settings  # noqa: E402
+
+TOPIC = "payments"
+START = datetime(2024, 3, 1, tzinfo=UTC)
+
+
+def peak_rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def create_topic(bootstrap: str, partitions: int, name: str = TOPIC) -> None:
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    config = {"retention.ms": "-1", "retention.bytes": "-1"}  # Quix stops with KeyError without them
+    admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1, config=config)])[
+        name
+    ].result(15)
+    while len(admin.list_topics(name, timeout=10).topics[name].partitions) != partitions:
+        time.sleep(0.05)
+
+
+def produce(bootstrap: str, events: Any) -> int:
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "batch.num.messages": 10_000})
+    count = 0
+    for event in events:
+        key = encode_key([event["card_id"]]).encode()
+        while True:
+            try:
+                producer.produce(TOPIC, value=orjson.dumps(event), key=key)
+                break
+            except BufferError:
+                producer.poll(0.05)
+        count += 1
+    producer.flush(60)
+    return count
+
+
+# ---------------------------------------------------------------- one run, in its own process
+
+
+class Clock:
+    """Wall and CPU time from the first record on."""
+
+    def __init__(self) -> None:
+        self.wall = 0.0
+        self.cpu = 0.0
+
+    def start(self) -> None:
+        if not self.wall:
+            self.wall, self.cpu = time.perf_counter(), time.process_time()
+
+    def result(self, events: int) -> dict[str, float]:
+        wall, cpu = time.perf_counter() - self.wall, time.process_time() - self.cpu
+        return {"events": events, "wall_s": wall, "cpu_s": cpu, "rss_mb": peak_rss_mb()}
+
+
+def run_raw(bootstrap: str, group: str, events: int, backoff_ms: int) -> dict[str, float]:
+    consumer = Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": group, "auto.offset.reset": "earliest",
+         "enable.auto.commit": False, "fetch.queue.backoff.ms": backoff_ms, **DEV_BROKER_CONSUMER}
+    )  # fmt: skip
+    consumer.subscribe([TOPIC])
+    clock, seen = Clock(), 0
+    while seen < events:
+        batch = consumer.consume(10_000, 0.5)
+        if batch:
+            clock.start()
+            seen += sum(1 for m in batch if m.error() is None)
+    result = clock.result(seen)
+    consumer.close()
+    return result
+
+
+def run_streamfs(bootstrap: str, redis_url: str, group: str, events: int, data_dir: str) -> dict[str, float]:
+    settings = Settings(
+        kafka_bootstrap=bootstrap, redis_url=redis_url, kafka_dev_broker=True, data_dir=Path(data_dir),
+        group_id=group,
+    )  # fmt: skip
+    worker = Worker(
+        Pipeline((card_activity,)), settings, WorkerOptions(until_caught_up=True, serve_metrics=False)
+    )
+    clock, process = Clock(), worker.process
+
+    def timed(records: Any) -> None:
+        clock.start()
+        process(records)
+
+    worker.process = timed  # type: ignore[method-assign]
+    worker.run()
+    return clock.result(sum(worker.commit_log.read().values()))
+
+
+def run_quix(bootstrap: str, group: str, events: int, state_dir: str, hopping: bool) -> dict[str, float]:
+    from datetime import timedelta
+
+    from quixstreams import Application
+    from quixstreams.dataframe.windows import Count, Max, Mean, Sum
+
+    app = Application(
+        broker_address=bootstrap, consumer_group=group, auto_offset_reset="earliest", state_dir=state_dir,
+        consumer_extra_config=dict(DEV_BROKER_CONSUMER), loglevel="WARNING",
+    )  # fmt: skip
+
+    def event_time(value: Any, headers: Any, timestamp: float, kind: Any) -> int:
+        return int(datetime.fromisoformat(value["ts"]).timestamp() * 1000)
+
+    topic = app.topic(TOPIC, value_deserializer="json", timestamp_extractor=event_time)
+    clock, seen = Clock(), [0]
+
+    def count(value: Any) -> None:
+        clock.start()
+        seen[0] += 1
+        if seen[0] >= events:
+            app.stop()
+
+    sdf = app.dataframe(topic).update(count)
+    window = (
+        sdf.hopping_window(timedelta(hours=1), timedelta(minutes=5))
+        if hopping
+        else sdf.tumbling_window(timedelta(hours=1))
+    )
+    window.agg(
+        count=Count(), amount_sum=Sum("amount"), amount_mean=Mean("amount"), amount_max=Max("amount")
+    ).current()
+    app.run()
+    return clock.result(seen[0])
+
+
+def child(argv: list[str]) -> None:
+    mode, bootstrap, redis_url, group, events, workdir = argv
+    n = int(events)
+    if mode.startswith("raw-"):
+        result = run_raw(bootstrap, group, n, int(mode.removeprefix("raw-").removesuffix("ms")))
+    elif mode == "streamfs":
+        result = run_streamfs(bootstrap, redis_url, group, n, workdir)
+    else:
+        result = run_quix(bootstrap, group, n, workdir, hopping=mode == "quix-hopping")
+    print("RESULT " + json.dumps(result), flush=True)
+
+
+def in_subprocess(mode: str, bootstrap: str, redis_url: str, events: int, workdir: Path) -> dict[str, Any]:
+    group = f"bench-{mode}-{time.monotonic_ns()}"
+    out = subprocess.run(
+        [sys.executable, __file__, "_child", mode, bootstrap, redis_url, group, str(events), str(workdir)],
+        capture_output=True, text=True, timeout=3600, cwd=workdir, check=False,
+    )  # fmt: skip
+    for line in out.stdout.splitlines():
+        if line.startswith("RESULT "):
+            return {"mode": mode, **json.loads(line.removeprefix("RESULT "))}
+    return {"mode": mode, "error": (out.stderr or out.stdout)[-1500:]}
+
+
+def throughput(args: argparse.Namespace, tmp: Path) -> None:
+    with EmbeddedKafka(die_with_parent=True) as kafka, EmbeddedRedis(die_with_parent=True) as redis_service:
+        create_topic(kafka.address, args.partitions)
+        started = time.perf_counter()
+        n = produce(
+            kafka.address, generate(args.events, keys=args.keys, start=START, seed=1, late_fraction=0.01)
+        )
+        print(f"produced {n:,} payments over {args.keys:,} cards in {time.perf_counter() - started:.1f} s\n")
+        modes = ["raw-10ms", "raw-1000ms", "streamfs"]
+        if not args.skip_quix:
+            modes += ["quix-tumbling", "quix-hopping"]
+        print(
+            f"{'run':<16} {'events':>9} {'s':>7} {'events/s':>10} {'CPU s / M events':>17} {'peak RSS MB':>12}"
+        )
+        for mode in modes:
+            workdir = tmp / mode
+            workdir.mkdir()
+            r = in_subprocess(mode, kafka.address, redis_service.address, n, workdir)
+            if "error" in r:
+                print(f"{mode:<16} FAILED: {r['error']}")
+                continue
+            print(
+                f"{mode:<16} {r['events']:>9,} {r['wall_s']:>7.1f} {r['events'] / r['wall_s']:>10,.0f} "
+                f"{r['cpu_s'] / r['events'] * 1e6:>17.1f} {r['rss_mb']:>12.0f}",
+                flush=True,
+            )
+
+
+# ---------------------------------------------------------------- freshness
+
+WORKER_SCRIPT = """
+import sys
+from pathlib import Path
+from pipelines.payments import card_activity
+from streamfs.registry import Pipeline
+from streamfs.runner import Worker, WorkerOptions
+from streamfs.settings import Settings
+bootstrap, redis_url, data_dir, group, adaptive, fetch_wait = sys.argv[1:7]
+overrides = {"fetch.wait.max.ms": int(fetch_wait)} if fetch_wait else {}
+settings = Settings(kafka_bootstrap=bootstrap, redis_url=redis_url, kafka_dev_broker=True,
+                    data_dir=Path(data_dir), group_id=group, consumer_overrides=overrides)
+options = WorkerOptions(serve_metrics=False, adaptive_online=adaptive == "1")
+sys.exit(Worker(Pipeline((card_activity,)), settings, options).run())
+"""
+
+
+def freshness_run(args: argparse.Namespace, tmp: Path, adaptive: bool, fetch_wait: str) -> None:
+    from streamfs.online import FeatureClient
+
+    with EmbeddedKafka(die_with_parent=True) as kafka, EmbeddedRedis(die_with_parent=True) as redis_service:
+        create_topic(kafka.address, args.partitions)
+        data_dir = tmp / f"fresh-{int(adaptive)}-{fetch_wait}"
+        worker = subprocess.Popen(
+            [sys.executable, "-c", WORKER_SCRIPT, kafka.address, redis_service.address, str(data_dir),
+             f"fresh-{time.monotonic_ns()}", "1" if adaptive else "0", fetch_wait],
+            env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=tmp,
+        )  # fmt: skip
+        load = Producer({"bootstrap.servers": kafka.address, "linger.ms": 5})
+        probes = Producer({"bootstrap.servers": kafka.address, "linger.ms": 0})
+        client = FeatureClient(redis_service.address, [card_activity])
+        rng = random.Random(3)
+        try:
+            for rate in [0, *args.rates]:  # rate 0: warm-up until the worker answers probes
+                pending: dict[str, tuple[float, float]] = {}
+                latencies: list[float] = []
+                stop = threading.Event()
+                lock = threading.Lock()
+
+                def read(pending: dict[str, tuple[float, float]] = pending, latencies: list[float] = latencies,
+                         stop: threading.Event = stop, lock: threading.Lock = lock) -> None:  # fmt: skip
+                    while not stop.is_set():
+                        with lock:
+                            cards = list(pending)
+                        if cards:
+                            rows = client.get_features("card_activity", cards).to_dicts()
+                            now = time.time()
+                            for card, row in zip(cards, rows, strict=True):
+                                appended, amount = pending[card]
+                                if row.get("amount_last") == amount:
+                                    latencies.append(now - appended)
+                                    with lock:
+                                        del pending[card]
+                        time.sleep(0.002)
+
+                reader = threading.Thread(target=read, daemon=True)
+                reader.start()
+                seconds = 15.0 if rate == 0 else args.freshness_seconds
+                begin, sent, probe_no = time.perf_counter(), 0, 0
+                while time.perf_counter() - begin < seconds:
+                    if rate == 0 and latencies:
+                        break
+                    elapsed = time.perf_counter() - begin
+                    now_iso = datetime.now(UTC).isoformat()
+                    while sent < rate * elapsed:
+                        card = f"card_{rng.randrange(args.keys):07d}"
+                        event = {"card_id": card, "merchant_id": f"m_{rng.randrange(500):05d}",
+                                 "amount": 10.0, "currency": "EUR", "country": "DE", "ts": now_iso}  # fmt: skip
+                        load.produce(TOPIC, value=orjson.dumps(event), key=encode_key([card]).encode())
+                        sent += 1
+                    load.poll(0)
+                    if elapsed * 10 >= probe_no:
+                        probe_no += 1
+                        card = f"probe_{probe_no % 50:03d}"
+                        amount = round(1000 + probe_no * 0.01 + rate, 2)
+                        event = {"card_id": card, "merchant_id": "m_00000", "amount": amount,
+                                 "currency": "EUR", "country": "DE", "ts": datetime.now(UTC).isoformat()}  # fmt: skip
+                        probes.produce(TOPIC, value=orjson.dumps(event), key=encode_key([card]).encode())
+                        probes.flush(5)
+                        with lock:
+                            pending[card] = (time.time(), amount)
+                    time.sleep(0.005)
+                time.sleep(2)
+                stop.set()
+                reader.join()
+                if rate == 0:
+                    continue
+                lost = len(pending)
+                lat = sorted(latencies)
+                p = statistics.quantiles(lat, n=100) if len(lat) >= 2 else [float("nan")] * 99
+                mode = f"{'adaptive' if adaptive else 'fixed 250 ms':<13} {fetch_wait or '500 (default)':<14}"
+                print(
+                    f"{mode} {rate:>8,} {sent / seconds:>10,.0f} {len(lat):>7} {p[49] * 1000:>8.0f} "
+                    f"{p[98] * 1000:>8.0f} {lat[-1] * 1000 if lat else float('nan'):>8.0f} {lost:>8}",
+                    flush=True,
+                )
+        finally:
+            worker.terminate()
+            worker.wait(60)
+            client.close()
+
+
+def freshness(args: argparse.Namespace, tmp: Path) -> None:
+    print(f"\n{'redis writes':<13} {'fetch.wait ms':<14} {'rate/s':>8} {'sent/s':>10} {'probes':>7} {'p50 ms':>8} {'p99 ms':>8} "
+          f"{'max ms':>8} {'unseen':>8}")  # fmt: skip
+    # Tansu holds a fetch for up to fetch.wait.max.ms even when records are there (Kafka answers
+    # as soon as fetch.min.bytes = 1 byte is available), so the default 500 ms dominates there.
+    for adaptive, fetch_wait in ((False, ""), (False, "10"), (True, "10")):
+        freshness_run(args, tmp, adaptive, fetch_wait)
+
+
+# ---------------------------------------------------------------- recovery
+
+
+def recovery(args: argparse.Namespace, tmp: Path) -> None:
+    keys, partitions = args.recovery_keys, 4
+    with EmbeddedKafka(die_with_parent=True) as kafka, EmbeddedRedis(die_with_parent=True) as redis_service:
+        create_topic(kafka.address, partitions)
+        base = int(START.timestamp() * 1000)
+        events = (
+            {"card_id": f"card_{i % keys:07d}", "merchant_id": f"m_{i % 997:05d}", "amount": float(i % 300),
+             "currency": "EUR", "country": "DE", "ts": datetime.fromtimestamp((base + i * 20) / 1000, UTC).isoformat()}
+            for i in range(3 * keys)
+        )  # fmt: skip
+        n = produce(kafka.address, events)
+        settings = Settings(
+            kafka_bootstrap=kafka.address, redis_url=redis_service.address, kafka_dev_broker=True,
+            data_dir=tmp / "recovery", group_id="recovery",
+        )  # fmt: skip
+        pipeline = Pipeline((card_activity,))
+        started = time.perf_counter()
+        worker = Worker(pipeline, settings, WorkerOptions(until_caught_up=True, serve_metrics=False))
+        worker.run()
+        print(
+            f"\nrecovery: {n:,} payments over {keys:,} cards through a worker in {time.perf_counter() - started:.0f} s"
+        )
+        committed = {(TOPIC, p): worker.commit_log.offset(TOPIC, p) or 0 for p in range(partitions)}
+        size = sum(f.stat().st_size for f in (settings.data_dir / "checkpoints").rglob("o*.json"))
+        print(f"checkpoints: {size / 1e6:.1f} MB for {partitions} partitions")
+        for label, drop in (("from the shutdown checkpoint", False), ("archive replay, no checkpoint", True)):
+            if drop:
+                shutil.rmtree(settings.data_dir / "checkpoints" / settings.group_id / TOPIC)
+            fresh = Worker(pipeline, settings, WorkerOptions(serve_metrics=False))
+            started, cpu = time.perf_counter(), time.process_time()
+            for tp, offset in committed.items():
+                fresh.recover(tp, offset)
+            wall, cpu = time.perf_counter() - started, time.process_time() - cpu
+            restored = fresh.engine.views["card_activity"].key_count()
+            print(f"  {label:<32} {restored:>8,} keys  {wall:6.1f} s wall  {cpu:6.1f} s CPU")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--keys", type=int, default=10_000)
+    parser.add_argument("--partitions", type=int, default=4)
+    parser.add_argument("--rates", default="500,1500", help="comma-separated events/s for freshness")
+    parser.add_argument("--freshness-seconds", type=float, default=20.0)
+    parser.add_argument("--recovery-keys", type=int, default=100_000)
+    parser.add_argument("--skip-quix", action="store_true")
+    parser.add_argument("--only", default="throughput,freshness,recovery")
+    args = parser.parse_args()
+    args.rates = [int(r) for r in args.rates.split(",") if r]
+    parts = set(args.only.split(","))
+    print(f"CPython {sys.version.split()[0]}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
+    with tempfile.TemporaryDirectory(prefix="streamfs-bench-") as tmp:
+        if "throughput" in parts:
+            throughput(args, Path(tmp))
+        if "freshness" in parts:
+            freshness(args, Path(tmp))
+        if "recovery" in parts:
+            recovery(args, Path(tmp))
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "_child":
+        child(sys.argv[2:])
+    else:
+        main()
