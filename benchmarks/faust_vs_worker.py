@@ -41,9 +41,9 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from pipelines.payments import generate
-from streamfs.dev import EmbeddedKafka, EmbeddedRedis
 from streamfs.keys import encode_key
 from streamfs.offline import scan_features
+from streamfs.services import EmbeddedKafka, EmbeddedRedis
 
 ROOT = Path(__file__).resolve().parents[1]
 PIPELINE = "pipelines.payments:card_activity"

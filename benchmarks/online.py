@@ -28,10 +28,10 @@ from pydantic import BaseModel
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from streamfs.definitions import Aggregate, Entity, FeatureView, KafkaSource
-from streamfs.dev import EmbeddedRedis
 from streamfs.engine import ViewEngine
 from streamfs.online import FeatureClient, OnlineWriter
 from streamfs.records import Position, SourceEvent
+from streamfs.services import EmbeddedRedis
 
 HOUR = 3_600_000
 DAY = 24 * HOUR

@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeAlias
 
-from streamfs import dev
+from streamfs import dev, services
 from streamfs.errors import StreamfsError
 from streamfs.settings import Settings
 
@@ -49,7 +49,7 @@ def _add_dev(subparsers: Subparsers) -> None:
     up.add_argument("--kafka-port", type=int, default=0, help="broker port (default: a free one)")
     up.add_argument("--redis-port", type=int, default=0, help="Redis port (default: a free one)")
     up.add_argument(
-        "--timeout", type=float, default=dev.DEFAULT_TIMEOUT_S, help="seconds to wait for each service"
+        "--timeout", type=float, default=services.DEFAULT_TIMEOUT_S, help="seconds to wait for each service"
     )
     up.add_argument(
         "--docker", action="store_true", help=f"use `docker compose -f {dev.COMPOSE_FILE}` instead"

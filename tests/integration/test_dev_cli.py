@@ -12,15 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from streamfs.dev import (
-    EmbeddedKafka,
-    EmbeddedRedis,
-    free_port,
-    kafka_answers,
-    pid_alive,
-    read_state,
-    stop_pid,
-)
+from streamfs.dev import read_state
+from streamfs.services import EmbeddedKafka, EmbeddedRedis, free_port, kafka_answers, pid_alive, stop_pid
 from streamfs.settings import Settings
 
 

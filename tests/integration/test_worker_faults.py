@@ -32,9 +32,9 @@ from worker_checks import (
     worker_process,
 )
 
-from streamfs.dev import HOST, free_port, kafka_answers, redis_binary, tansu_binary
 from streamfs.registry import Pipeline
 from streamfs.runner import Worker, WorkerOptions
+from streamfs.services import HOST, free_port, kafka_answers, redis_binary, tansu_binary
 from streamfs.settings import Settings
 
 
