@@ -1,7 +1,8 @@
 """The streamfs worker end to end, next to the raw consumer ceiling and Quix Streams, plus freshness and recovery.
 
     .venv/bin/python benchmarks/worker.py [--events 100000] [--keys 10000] [--partitions 4]
-        [--rates 500,1500] [--freshness-seconds 20] [--recovery-keys 100000] [--skip-quix]
+        [--rates 300,1000,2000] [--freshness-seconds 20] [--recovery-keys 100000] [--skip-quix]
+        [--modes raw-10ms,raw-1000ms,streamfs,quix-tumbling,quix-hopping]
         [--only throughput,freshness,recovery]
 
 Starts its own embedded broker (Tansu) and Redis. Quix Streams must be installed in the venv
@@ -220,9 +221,11 @@ def throughput(args: argparse.Namespace, tmp: Path) -> None:
             kafka.address, generate(args.events, keys=args.keys, start=START, seed=1, late_fraction=0.01)
         )
         print(f"produced {n:,} payments over {args.keys:,} cards in {time.perf_counter() - started:.1f} s\n")
-        modes = ["raw-10ms", "raw-1000ms", "streamfs"]
-        if not args.skip_quix:
-            modes += ["quix-tumbling", "quix-hopping"]
+        modes = ["raw-10ms", "raw-1000ms", "streamfs", "quix-tumbling", "quix-hopping"]
+        if args.skip_quix:
+            modes = [m for m in modes if not m.startswith("quix")]
+        if args.modes:
+            modes = [m for m in modes if m in args.modes.split(",")]
         print(
             f"{'run':<16} {'events':>9} {'s':>7} {'events/s':>10} {'CPU s / M events':>17} {'peak RSS MB':>12}"
         )
@@ -397,10 +400,11 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--keys", type=int, default=10_000)
     parser.add_argument("--partitions", type=int, default=4)
-    parser.add_argument("--rates", default="500,1500", help="comma-separated events/s for freshness")
+    parser.add_argument("--rates", default="300,1000,2000", help="comma-separated events/s for freshness")
     parser.add_argument("--freshness-seconds", type=float, default=20.0)
     parser.add_argument("--recovery-keys", type=int, default=100_000)
     parser.add_argument("--skip-quix", action="store_true")
+    parser.add_argument("--modes", default="", help="throughput runs to do, e.g. raw-10ms,raw-1000ms")
     parser.add_argument("--only", default="throughput,freshness,recovery")
     args = parser.parse_args()
     args.rates = [int(r) for r in args.rates.split(",") if r]

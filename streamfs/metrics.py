@@ -67,6 +67,12 @@ class WorkerMetrics:
             ["topic", "partition"],
             registry=r,
         )
+        self.resume_beyond_end = Counter(
+            "streamfs_resume_beyond_end",
+            "Assignments resuming past the end offset (the broker lost records or the topic was re-created)",
+            ["topic", "partition"],
+            registry=r,
+        )
         self.paused = Gauge(
             "streamfs_consumption_paused",
             "1 while consumption is paused because Redis is unavailable",

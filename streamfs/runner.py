@@ -426,6 +426,14 @@ class Worker:
                 log.warning("cannot read %s[%d] watermarks: %s", tp[0], tp[1], exc)
                 low, high = 0, 0
             starts[tp] = self.resume_offset(tp, committed.get(tp), low)
+            if starts[tp] > high:
+                self.metrics.resume_beyond_end.labels(*map(str, tp)).inc()
+                log.error(
+                    "%s[%d]: resuming at offset %d beyond the end offset %d: the broker lost records or "
+                    "the topic was re-created (an in-memory broker restarted?). Records it now holds below "
+                    "%d will not be processed; committed output is kept (docs/worker.md, broker restarts)",
+                    tp[0], tp[1], starts[tp], high, starts[tp],
+                )  # fmt: skip
             self.assign(tp, starts[tp], high)
         self.metrics.ready = True
         log.info("assigned %s", ", ".join(f"{t}[{p}]@{starts[(t, p)]}" for t, p in partitions))
