@@ -42,12 +42,13 @@ from confluent_kafka import KafkaException
 from streamfs.checkpoint import CheckpointStore, CommitLog
 from streamfs.deadletter import DeadLetterWriter
 from streamfs.decode import Decoder
-from streamfs.engine import Engine, Key, ViewEngine
+from streamfs.engine import Engine, Key
 from streamfs.errors import ConfigError, ServiceError
 from streamfs.metrics import HealthServer, WorkerMetrics
-from streamfs.offline import OfflineWriter, archived_events
+from streamfs.offline import OfflineWriter
 from streamfs.online import OnlineWriter
 from streamfs.records import Position, Rejected, SourceEvent
+from streamfs.recovery import recover_partition
 from streamfs.registry import Pipeline
 from streamfs.settings import Settings
 from streamfs.sources import KafkaReader, Record, TopicPartitionKey, arrival_ms
@@ -458,61 +459,16 @@ class Worker:
             self.targets[tp] = high
 
     def recover(self, tp: TopicPartitionKey, committed: int) -> None:
-        """Make the state of one partition exactly what it was at `committed`.
-
-        Delete output of uncommitted offsets, load the newest checkpoint at or below the commit,
-        then replay archived events from the checkpoint up to the commit (rows and Redis writes
-        are not repeated: both already hold them).
-        """
-        topic, partition = tp
-        self.offline.truncate(topic, partition, committed)
-        self.checkpoints.discard_after(topic, partition, committed)
-        engines = self.engine.for_topic(topic)
-        found = self.checkpoints.latest(topic, partition, committed)
-        replay_from = 0
-        for engine in engines:
-            engine.drop(partition)
-        if found is not None:
-            replay_from, snapshots = found
-            for engine in engines:
-                if engine.name in snapshots:
-                    engine.restore(snapshots[engine.name])
-                else:
-                    replay_from = 0  # a view added since the checkpoint: rebuild everything
-            if replay_from == 0:
-                for engine in engines:
-                    engine.drop(partition)
-        if replay_from < committed:
-            started = time.perf_counter()
-            replayed = self._replay(topic, partition, replay_from, committed, engines)
-            log.info(
-                "rebuilt %s[%d] state from the archive: %d events in %.2f s",
-                topic,
-                partition,
-                replayed,
-                time.perf_counter() - started,
-            )
-        for engine in engines:
-            engine.take_dirty([partition])
-
-    def _replay(self, topic: str, partition: int, start: int, end: int, engines: list[ViewEngine]) -> int:
-        source = self.pipeline.source(topic)
-        count = 0
-        batch: list[SourceEvent] = []
-        for event in archived_events(
-            self.settings.data_dir, source, partition=partition, offsets=(start, end)
-        ):
-            batch.append(event)
-            if len(batch) >= 10_000:
-                count += self._replay_batch(batch, engines)
-                batch = []
-        return count + self._replay_batch(batch, engines)
-
-    @staticmethod
-    def _replay_batch(batch: list[SourceEvent], engines: list[ViewEngine]) -> int:
-        for engine in engines:
-            engine.process(batch)
-        return len(batch)
+        """Make the state of one partition exactly what it was at `committed` (streamfs.recovery)."""
+        recover_partition(
+            self.pipeline.source(tp[0]),
+            tp[1],
+            committed,
+            engines=self.engine.for_topic(tp[0]),
+            offline=self.offline,
+            checkpoints=self.checkpoints,
+            data_dir=self.settings.data_dir,
+        )
 
     def release(self, partitions: Sequence[TopicPartitionKey]) -> None:
         """Give partitions up (revoke): flush, checkpoint and commit them, then drop their state.
