@@ -55,10 +55,10 @@ from confluent_kafka import Consumer, Producer  # noqa: E402
 from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
 
 from pipelines.payments import card_activity, generate  # noqa: E402
-from streamfs.dev import EmbeddedKafka, EmbeddedRedis  # noqa: E402
 from streamfs.keys import encode_key  # noqa: E402
 from streamfs.registry import Pipeline  # noqa: E402
 from streamfs.runner import Worker, WorkerOptions  # noqa: E402
+from streamfs.services import EmbeddedKafka, EmbeddedRedis  # noqa: E402
 from streamfs.settings import DEV_BROKER_CONSUMER, Settings  # noqa: E402
 
 TOPIC = "payments"
