@@ -328,10 +328,14 @@ class Worker:
         self.arrivals.clear()
 
     def _check_redis_restart(self) -> None:
-        """A Redis that restarted (new run_id: a restart, or a failover) may have lost keys: rewrite all."""
+        """A Redis that restarted (new run_id: a restart, or a failover) may have lost keys: rewrite all.
+
+        That is the view metadata (`<ns>:views`, which FeatureClient reads) and every key's state.
+        """
         run_id = str(self.redis.info("server")["run_id"])
         if self._redis_run_id is not None and run_id != self._redis_run_id:
-            log.warning("Redis restarted (run_id changed); writing every owned key's serving state again")
+            log.warning("Redis restarted (run_id changed); writing view metadata and every owned key again")
+            self.online.register()
             for engine in self.engine.views.values():
                 self.unwritten[engine.name].update(engine.keys())
         self._redis_run_id = run_id

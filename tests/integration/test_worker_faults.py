@@ -15,6 +15,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ from worker_checks import (
     worker_process,
 )
 
+from streamfs.online import FeatureClient
 from streamfs.registry import Pipeline
 from streamfs.runner import Worker, WorkerOptions
 from streamfs.services import HOST, free_port, kafka_answers, redis_binary, tansu_binary
@@ -161,6 +163,16 @@ def test_redis_restart_pauses_and_resumes_without_loss(
                 text = log.read_text()
                 assert "Redis is back" in text and "Redis restarted" in text, text[-3000:]
                 assert_outputs_exact(pipe, own, total=len(events))
+                # FeatureClient without views reads the view metadata, which was lost with Redis too.
+                stored = FeatureClient(own.require_redis(), namespace=own.online_namespace)
+                try:
+                    as_of = datetime.fromisoformat(events[-1]["ts"])
+                    row = stored.get_features("account_activity", [events[-1]["account"]], as_of).to_dicts()[
+                        0
+                    ]
+                    assert row["amount_last"] is not None
+                finally:
+                    stored.close()
         finally:
             stop(worker)
 
