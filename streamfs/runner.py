@@ -7,12 +7,13 @@ The commit protocol (Worker.commit = Worker.flush, then Worker.commit_offsets) i
 offsets advance:
 
   1. Redis: the serving state of every key changed since the last write is written and
-     acknowledged (this also happens after every batch, for freshness).
+     acknowledged (this also happens between commits, as often as WorkerOptions allow).
   2. Parquet: feature rows and archived events are flushed (fsync'd, renamed into place).
   3. Dead letters: the producer is flushed and every rejection acknowledged.
   4. Engine checkpoint (every `checkpoint_interval_s`, on revoke and at shutdown): a snapshot of
      each partition's state at exactly the offsets about to be committed.
-  5. The offsets are committed to Kafka, synchronously.
+  5. The offsets are committed to Kafka, synchronously, then recorded in the worker's commit
+     log (CommitLog). A refused commit is retried at the next one; the output stays flushed.
 
 A crash anywhere before 5 replays from the previous commit, and replaying changes nothing:
 Redis writes are whole-value overwrites of deterministic state, Parquet files of offsets that
