@@ -14,6 +14,12 @@ from streamfs.engine.state import BufferedEvent, GroupState, KeyState
 
 
 def accept(compiled: CompiledView, state: KeyState, time: int, values: tuple[Any, ...]) -> None:
+    """Accept an event into the settled tiles or the buffer; settle and expire as the watermark moves.
+
+    Settling is amortized: events the watermark has passed may wait in the buffer until it has
+    doubled since the last pass (reads filter the buffer by time, so they count them either
+    way), so a key with a lateness' worth of buffered events does not rescan them every event.
+    """
     state.seq += 1
     item = (time, state.seq, values)
     moved = state.max_time is None or time > state.max_time
@@ -29,7 +35,7 @@ def accept(compiled: CompiledView, state: KeyState, time: int, values: tuple[Any
         buffer.append(item)
     if not moved:
         return  # the watermark did not move: nothing else settles, nothing expires
-    if buffer:
+    if buffer and len(buffer) >= state.settle_at:
         keep: list[BufferedEvent] = []
         for buffered in buffer:
             if buffered[0] <= watermark:
@@ -37,6 +43,7 @@ def accept(compiled: CompiledView, state: KeyState, time: int, values: tuple[Any
             else:
                 keep.append(buffered)
         state.buffer = keep
+        state.settle_at = 2 * len(keep) + 1
     expire(compiled, state, watermark)
 
 
@@ -107,17 +114,78 @@ def expire_group(group: WindowGroup, gs: GroupState, first: int) -> None:
 def ingest_newest(
     compiled: CompiledView, state: KeyState, time: int, values: tuple[Any, ...]
 ) -> tuple[Any, ...]:
-    """_accept then _row, fused, for lateness 0 and an event at or after the key's newest.
+    """accept then the row, fused, for lateness 0 and an event at or after the key's newest.
 
     Then the watermark is `time` itself: the event settles at once, each group expires below
     first_tile(time), and the row reads every tile left (none is newer than the event's).
     """
     state.max_time = time
     state.seq += 1
-    seq = state.seq
+    return newest_row(compiled, state.groups, time, state.seq, values)
+
+
+def ingest_buffered(
+    compiled: CompiledView, state: KeyState, time: int, values: tuple[Any, ...]
+) -> tuple[Any, ...]:
+    """accept and the row for lateness > 0 and an event at or after the key's newest.
+
+    The settled tiles and the buffer take the event as usual; the row comes from the complete
+    tiles (every accepted event), where this event is the newest, as in ingest_newest.
+    """
+    if state.complete is None:
+        state.complete = _complete_from_settled(compiled, state)
+    accept(compiled, state, time, values)
+    return newest_row(compiled, state.complete, time, state.seq, values)
+
+
+def add_to_complete(compiled: CompiledView, state: KeyState, time: int, values: tuple[Any, ...]) -> None:
+    """Add an out-of-order event (older than the key's newest) to the complete tiles.
+
+    Groups whose readable tiles (floor: the window at the newest event) start after the event's
+    tile skip it: no later row of a newest event can reach it.
+    """
+    if state.complete is None:
+        return  # built from the settled tiles and the buffer (which hold this event) when needed
+    exacts = compiled.exacts(values)
+    for group, gs in zip(compiled.groups, state.complete, strict=True):
+        hop = group.hop
+        if hop and gs.floor is not None and time // hop < gs.floor:
+            continue
+        settle_group(group, gs, time, state.seq, values, exacts)
+
+
+def _complete_from_settled(compiled: CompiledView, state: KeyState) -> list[GroupState]:
+    """The complete tiles of a key: its settled tiles plus its buffered events (after a restore
+    or a state-only replay, which do not keep them)."""
+    complete = []
+    for group, settled in zip(compiled.groups, state.groups, strict=True):
+        gs = GroupState(group)
+        gs.tiles = {index: list(tile) for index, tile in settled.tiles.items()}
+        gs.floor = settled.floor
+        for copy, original in zip(gs.distinct, settled.distinct, strict=True):
+            copy.latest = dict(original.latest)
+            copy.per_tile = dict(original.per_tile)
+            copy.floor = original.floor
+            copy.stale = original.stale
+        complete.append(gs)
+    for time, seq, values in sorted(state.buffer, key=lambda item: item[1]):
+        exacts = compiled.exacts(values)
+        for group, gs in zip(compiled.groups, complete, strict=True):
+            hop = group.hop
+            if hop and gs.floor is not None and time // hop < gs.floor:
+                continue
+            settle_group(group, gs, time, seq, values, exacts)
+    return complete
+
+
+def newest_row(
+    compiled: CompiledView, group_states: list[GroupState], time: int, seq: int, values: tuple[Any, ...]
+) -> tuple[Any, ...]:
+    """Settle an event at or after all others of its key into `group_states`, expire the tiles the
+    window at `time` no longer reaches, and read that window: the event's offline row."""
     exacts = compiled.exacts(values)
     out: list[Any] = []
-    for group, gs in zip(compiled.groups, state.groups, strict=True):
+    for group, gs in zip(compiled.groups, group_states, strict=True):
         hop = group.hop
         first = time // hop - group.span if hop else 0
         settle_group(group, gs, time, seq, values, exacts)

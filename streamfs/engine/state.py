@@ -101,10 +101,22 @@ class GroupState:
 
 
 class KeyState:
-    __slots__ = ("buffer", "groups", "max_time", "seq")
+    """One entity key's state in one view.
 
-    def __init__(self, groups: Sequence[WindowGroup]) -> None:
+    `groups` hold the *settled* events (at or before the watermark) and `buffer` the rest: the
+    definition every read uses. With allowed lateness > 0, `complete` holds every accepted
+    event settled at once (like lateness 0), so the row of an event that is the key's newest
+    reads a running window instead of re-adding the whole buffer (which holds a lateness' worth
+    of the key's events). It is derived state: snapshots leave it out, restore rebuilds it.
+    `settle_at` is the buffer length at which the next settling pass runs (amortizing it).
+    """
+
+    __slots__ = ("buffer", "complete", "groups", "max_time", "seq", "settle_at")
+
+    def __init__(self, groups: Sequence[WindowGroup], complete: bool = False) -> None:
         self.max_time: int | None = None
         self.seq = 0
         self.buffer: list[BufferedEvent] = []
         self.groups = [GroupState(group) for group in groups]
+        self.complete = [GroupState(group) for group in groups] if complete else None
+        self.settle_at = 0

@@ -14,7 +14,7 @@ from streamfs.aggregations import empty_result
 from streamfs.definitions import FeatureView
 from streamfs.engine import snapshot as snapshots
 from streamfs.engine.compiled import CompiledView
-from streamfs.engine.ingest import accept, ingest_newest
+from streamfs.engine.ingest import accept, add_to_complete, ingest_buffered, ingest_newest
 from streamfs.engine.reads import evaluate_all, row
 from streamfs.engine.serving import ServingState, serving_state
 from streamfs.engine.state import Key, KeyState
@@ -106,7 +106,7 @@ class ViewEngine:
                 self._dirty[partition] = set()
             state = states.get(key)
             if state is None:
-                state = states[key] = KeyState(groups)
+                state = states[key] = KeyState(groups, complete=not fast)
             time = event.event_time
             if state.max_time is not None and time < state.max_time - lateness:
                 result.rejected.append(
@@ -121,12 +121,19 @@ class ViewEngine:
             self._dirty[partition].add(key)
             if not rows:
                 accept(compiled, state, time, values)
+                if state.complete is not None:
+                    state.complete = None  # rebuilt from the settled tiles when a row needs it
                 continue
-            if fast and (state.max_time is None or time >= state.max_time):
+            newest = state.max_time is None or time >= state.max_time
+            if fast and newest:
                 values_row = ingest_newest(compiled, state, time, values)
+            elif newest:
+                values_row = ingest_buffered(compiled, state, time, values)
             else:
                 accept(compiled, state, time, values)
                 values_row = row(compiled, state, time)
+                if not fast:
+                    add_to_complete(compiled, state, time, values)
             result.rows.append(
                 FeatureRow(self.name, key, time, event.arrival_time, event.position, values_row)
             )
