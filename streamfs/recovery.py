@@ -16,6 +16,7 @@ from pathlib import Path
 from streamfs.checkpoint import CheckpointStore
 from streamfs.definitions import KafkaSource
 from streamfs.engine import ViewEngine
+from streamfs.errors import StateError
 from streamfs.offline import OfflineWriter, archived_events
 from streamfs.records import SourceEvent
 
@@ -45,10 +46,14 @@ def recover_partition(
     if found is not None:
         replay_from, snapshots = found
         for engine in engines:
-            if engine.name in snapshots:
-                engine.restore(snapshots[engine.name])
-            else:
+            if engine.name not in snapshots:
                 replay_from = 0  # a view added since the checkpoint: rebuild everything
+                continue
+            try:
+                engine.restore(snapshots[engine.name])
+            except StateError as exc:  # the view's definition changed since the checkpoint
+                log.warning("%s; rebuilding %s[%d] from the archive", exc, topic, partition)
+                replay_from = 0
         if replay_from == 0:
             for engine in engines:
                 engine.drop(partition)
@@ -81,5 +86,5 @@ def replay_archive(
 
 def _process(batch: list[SourceEvent], engines: list[ViewEngine]) -> int:
     for engine in engines:
-        engine.process(batch)
+        engine.process(batch, rows=False)  # rows and Redis values already exist for these offsets
     return len(batch)
