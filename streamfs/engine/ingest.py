@@ -156,17 +156,26 @@ def add_to_complete(compiled: CompiledView, state: KeyState, time: int, values: 
 
 def _complete_from_settled(compiled: CompiledView, state: KeyState) -> list[GroupState]:
     """The complete tiles of a key: its settled tiles plus its buffered events (after a restore
-    or a state-only replay, which do not keep them)."""
+    or a state-only replay, which do not keep them), from the window at the newest event on.
+
+    Only tiles the newest event's window reaches are taken: the settled tiles may still hold
+    older ones (expiry follows the watermark, and late settling can refill an expired tile),
+    and newest_row reads every tile it has for windows of one or two tiles.
+    """
+    assert state.max_time is not None
     complete = []
     for group, settled in zip(compiled.groups, state.groups, strict=True):
         gs = GroupState(group)
-        gs.tiles = {index: list(tile) for index, tile in settled.tiles.items()}
-        gs.floor = settled.floor
+        hop = group.hop
+        first = state.max_time // hop - group.span if hop else 0
+        gs.tiles = {index: list(tile) for index, tile in settled.tiles.items() if index >= first}
+        gs.floor = first if hop else None
         for copy, original in zip(gs.distinct, settled.distinct, strict=True):
             copy.latest = dict(original.latest)
-            copy.per_tile = dict(original.per_tile)
-            copy.floor = original.floor
-            copy.stale = original.stale
+            copy.per_tile = {tile: n for tile, n in original.per_tile.items() if tile >= first}
+            if hop:
+                copy.floor = first
+                copy.stale = sum(1 for time in copy.latest.values() if time // hop < first)
         complete.append(gs)
     for time, seq, values in sorted(state.buffer, key=lambda item: item[1]):
         exacts = compiled.exacts(values)

@@ -430,3 +430,24 @@ def test_state_is_per_partition() -> None:
     assert engine.evaluate(("c1",), 5) is None
     assert engine.evaluate(("c2",), 5) == {"count": 1}
     assert engine.keys() == [("c2",)] and engine.partitions == [1]
+
+
+def test_rows_after_restore_ignore_tiles_the_newest_window_no_longer_reaches() -> None:
+    """A tumbling window with lateness longer than its hop: the settled tiles still hold the
+    previous hops (expiry follows the watermark), but the newest event's window must not."""
+    tumbling = [Aggregate("amount", "sum", window="10m"), Aggregate(None, "count", window="10m")]
+    definition = view(*tumbling, lateness=3 * MIN)
+    stream = Stream()
+    # 9m waits in the buffer past the watermark and settles late, refilling the expired tile [0, 10m).
+    events = [stream.at(minute * MIN, amount=1.0) for minute in (9, 13, 14, 15, 16)]
+    whole = _rows(ViewEngine(definition), [events])
+    assert whole[-1][2] == (4.0, 4)  # the window at 16m is [10m, 16m]
+    for cut in range(1, len(events)):
+        first = ViewEngine(definition)
+        rows = _rows(first, [events[:cut]])
+        second = ViewEngine(definition)
+        second.restore(json.loads(json.dumps(first.snapshot(0))))
+        assert rows + _rows(second, [events[cut:]]) == whole
+        replayed = ViewEngine(definition)
+        replayed.process(events[:cut], rows=False)
+        assert rows + _rows(replayed, [events[cut:]]) == whole
