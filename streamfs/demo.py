@@ -66,9 +66,9 @@ def main() -> int:
     ]
     print(f"\nonline features at {newest.isoformat()} (read from Redis through FeatureClient):")
     result = client.get_features(refs, cards, as_of=newest)
-    print(f"{'card':<14}" + "".join(f"{r.split(':')[1]:>30}" for r in refs))
+    print(f"{'card':<14}" + "".join(f"{r.split(':')[1]:>32}" for r in refs))
     for card, row in zip(cards, result.to_dicts(), strict=True):
-        print(f"{card:<14}" + "".join(f"{row[r.split(':')[1]]!s:>30}" for r in refs))
+        print(f"{card:<14}" + "".join(f"{row[r.split(':')[1]]!s:>32}" for r in refs))
     later = client.get_features(
         refs, cards[:1], as_of=int(newest.timestamp() * 1000) + 2 * 3_600_000
     ).to_dicts()[0]
