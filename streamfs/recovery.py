@@ -1,6 +1,6 @@
 """Partition recovery: make a partition's engine state exactly what it was at a committed offset.
 
-Used by the worker on every assignment (runner.Worker.assign) and so by every host of it. Steps:
+Used by the worker on every assignment (streamfs.worker: Worker.assign) and so by every host of it. Steps:
 delete the partition's Parquet output at or beyond the commit (it was never committed), discard
 checkpoints beyond the commit, restore the newest checkpoint at or below it, and replay the
 event archive from the checkpoint to the commit. Feature rows and Redis values are not produced

@@ -1,7 +1,7 @@
-"""The Kafka edge: a consumer-group reader that hands the runner plain batches and positions.
+"""The Kafka edge: a consumer-group reader that hands the worker plain batches and positions.
 
-It knows nothing of features. Offsets are committed only by the runner, explicitly, after
-its sinks have flushed (see runner.Worker.commit).
+It knows nothing of features. Offsets are committed only by the worker, explicitly, after
+its sinks have flushed (see streamfs.worker, the commit protocol).
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ class KafkaReader:
             self._topics, on_assign=self._assigned, on_revoke=self._revoked, on_lost=self._lost
         )
 
-    # Rebalance callbacks run inside consume(); the runner recovers or commits state there.
+    # Rebalance callbacks run inside consume(); the worker recovers or commits state there.
     def _assigned(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         keys = [(tp.topic, tp.partition) for tp in partitions]
         self.assignment.update(keys)

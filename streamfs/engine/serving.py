@@ -10,9 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from streamfs.engine.compiled import CompiledView
+from streamfs.aggregations import GroupAggregator
+from streamfs.engine.compiled import CompiledView, WindowGroup
 from streamfs.engine.reads import extra_distinct, group_values
-from streamfs.engine.state import Key, KeyState
+from streamfs.engine.state import BufferedEvent, GroupState, Key, KeyState
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,8 +38,46 @@ class ServingState:
     groups: tuple[GroupSteps, ...]
 
 
-def group_steps(compiled: CompiledView, state: KeyState, group_index: int) -> GroupSteps:
-    """One group's values from max_time on, in one backward sweep over its tiles.
+def group_steps(
+    compiled: CompiledView, state: KeyState, group_index: int, exacts: list[list[Any]] | None = None
+) -> GroupSteps:
+    """One group's values from max_time on, from the settled tiles and the buffer (the definition).
+
+    `exacts[i]` is `compiled.exacts` of the i-th buffered event's values, if already computed.
+    """
+    max_time = state.max_time
+    assert max_time is not None
+    if not compiled.groups[group_index].hop:
+        return GroupSteps((max_time,), (tuple(group_values(compiled, state, group_index, max_time)),))
+    return _steps(compiled, group_index, state.groups[group_index], max_time, state.buffer, exacts)
+
+
+def _complete_steps(compiled: CompiledView, group_index: int, gs: GroupState, max_time: int) -> GroupSteps:
+    """One group's values from max_time on, from the key's complete tiles (every accepted event
+    settled, see KeyState.complete): the same values as group_steps without re-adding the buffer."""
+    group = compiled.groups[group_index]
+    if group.hop:
+        return _steps(compiled, group_index, gs, max_time, [], None)
+    aggregator = group.aggregator
+    out: list[Any] = []
+    if aggregator is not None:
+        tile = gs.tiles.get(0)
+        out = aggregator.results(aggregator.empty() if tile is None else tile)
+    for distinct in gs.distinct:
+        out.append(sum(distinct.per_tile.values()))
+    return GroupSteps((max_time,), (tuple(out),))
+
+
+def _steps(
+    compiled: CompiledView,
+    group_index: int,
+    gs: GroupState,
+    max_time: int,
+    buffer: list[BufferedEvent],
+    exacts: list[list[Any]] | None,
+) -> GroupSteps:
+    """A hopping or tumbling group's step function over tiles `gs` plus buffered events, in one
+    backward sweep.
 
     For t ≥ max_time every tile and buffered event is at or before t, so the window at the
     k-th hop boundary after max_time, b_k = (tile(max_time) + k)·H, holds exactly the tiles
@@ -46,70 +85,110 @@ def group_steps(compiled: CompiledView, state: KeyState, group_index: int) -> Gr
     (empty window) down to 0 (the window at max_time itself: all buffered events are ≤ it)
     adds one tile per step, O(L/H) merges in all. Exact partials make the merge order
     irrelevant, so this equals group_values at max_time and at each boundary.
+
+    Values change only at the boundaries where something enters the window (a tile, a
+    count_distinct tile, a buffered event's tile), so only those are evaluated: a sparse key
+    costs a few evaluations instead of L/H + 1.
     """
-    max_time = state.max_time
-    assert max_time is not None
     group = compiled.groups[group_index]
-    gs = state.groups[group_index]
     hop = group.hop
-    if not hop:
-        return GroupSteps((max_time,), (tuple(group_values(compiled, state, group_index, max_time)),))
     tiles_per_window = group.window.tiles
     base = max_time // hop
     lowest = base + 1 - tiles_per_window  # the oldest tile the window at max_time (k = 0) reads
     aggregator = group.aggregator
+    # Buffered events by the tile they enter the window with (the window at boundary k holds
+    # the events at or after its start, i.e. of tiles ≥ its first tile).
+    arriving: dict[int, list[BufferedEvent]] = {}
     combined: dict[int, list[Any]] = {}
     if aggregator is not None:
         combined = {index: tile for index, tile in gs.tiles.items() if index >= lowest}
-        copied: set[int] = set()
-        for time, seq, values in state.buffer:  # buffered events join their tile (on a copy)
-            index = time // hop
-            if index < lowest:
-                continue
+    copied: set[int] = set()
+    for position, item in enumerate(buffer):
+        time = item[0]
+        index = time // hop
+        if index < lowest:
+            continue
+        found = arriving.get(index)
+        if found is None:
+            arriving[index] = [item]
+        else:
+            found.append(item)
+        if aggregator is not None:  # buffered events join their tile (on a copy)
             if index not in copied:
                 tile = combined.get(index)
                 combined[index] = aggregator.empty() if tile is None else list(tile)
                 copied.add(index)
-            aggregator.add(combined[index], values, compiled.exacts(values), time, seq)
+            values = item[2]
+            exact = compiled.exacts(values) if exacts is None else exacts[position]
+            aggregator.add(combined[index], values, exact, time, item[1])
+    entering_at: set[int] = set(combined)
+    entering_at.update(arriving)
+    for distinct in gs.distinct:
+        entering_at.update(index for index, count in distinct.per_tile.items() if count and index >= lowest)
     suffix: list[Any] = aggregator.empty() if aggregator is not None else []
     counts = [0] * len(gs.distinct)
-    at_boundary: list[tuple[Any, ...]] = []
-    previous: tuple[Any, ...] | None = None
-    seen_recent = -1
-    for k in range(tiles_per_window, -1, -1):  # k = 0 is the window at max_time itself
-        lo = base + k + 1 - tiles_per_window
-        start = lo * hop
-        recent = [item for item in state.buffer if item[0] >= start]
-        tile = combined.get(lo)
-        entering = [d.per_tile.get(lo, 0) for d in gs.distinct]
-        if previous is not None and tile is None and not any(entering) and len(recent) == seen_recent:
-            at_boundary.append(previous)  # nothing entered the window at this boundary
-            continue
-        seen_recent = len(recent)
-        out: list[Any] = []
+    recent: list[BufferedEvent] = []
+    # The window at boundary k reads tiles from lo(k) = base + k + 1 - L/H on. Walking the
+    # entering tiles newest first, the value after tile e holds for the boundaries whose lo is
+    # in (the next entering tile, e]; before any (lo > every entering tile) the window is empty.
+    value = _window_value(aggregator, group, gs, suffix, counts, recent, (base + 1) * hop)
+    segments = [(base + 1 - lowest, value)]  # (first boundary k, value), k descending
+    for lo in sorted(entering_at, reverse=True):
+        entered = arriving.get(lo)
+        if entered is not None:
+            recent.extend(entered)
         if aggregator is not None:
+            tile = combined.get(lo)
             if tile is not None:
                 older = list(tile)
                 aggregator.merge_into(older, suffix)
                 suffix = older
-            out = aggregator.results(suffix)
-        for position, (feature, distinct) in enumerate(zip(group.distinct, gs.distinct, strict=True)):
-            counts[position] += entering[position]
-            out.append(counts[position] + extra_distinct(distinct, feature.slot, recent, start))
-        previous = tuple(out)
-        at_boundary.append(previous)
-    at_boundary.reverse()
+        for position, distinct in enumerate(gs.distinct):
+            counts[position] += distinct.per_tile.get(lo, 0)
+        value = _window_value(aggregator, group, gs, suffix, counts, recent, lo * hop)
+        segments[-1] = (lo - lowest + 1, segments[-1][1])  # the newer value starts after lo's last boundary
+        segments.append((0, value))
     starts = [max_time]
-    steps = [at_boundary[0]]
-    for k, value in enumerate(at_boundary[1:], start=1):
+    steps = [segments[-1][1]]
+    for k, value in reversed(segments[:-1]):
         if value != steps[-1]:
             starts.append((base + k) * hop)
             steps.append(value)
     return GroupSteps(tuple(starts), tuple(steps))
 
 
+def _window_value(
+    aggregator: GroupAggregator | None,
+    group: WindowGroup,
+    gs: GroupState,
+    suffix: list[Any],
+    counts: list[int],
+    recent: list[BufferedEvent],
+    start: int,
+) -> tuple[Any, ...]:
+    """The group's values for a window starting at `start` holding partial `suffix`, the
+    count_distinct `counts` of its tiles and the buffered events `recent`."""
+    out: list[Any] = aggregator.results(suffix) if aggregator is not None else []
+    for feature, distinct, count in zip(group.distinct, gs.distinct, counts, strict=True):
+        out.append(count + extra_distinct(distinct, feature.slot, recent, start))
+    return tuple(out)
+
+
 def serving_state(compiled: CompiledView, key: Key, state: KeyState) -> ServingState:
-    """The step functions that let a reader evaluate `key` exactly at any t ≥ max_time."""
-    assert state.max_time is not None
-    groups = tuple(group_steps(compiled, state, index) for index in range(len(compiled.groups)))
-    return ServingState(key, state.max_time, state.seq, groups)
+    """The step functions that let a reader evaluate `key` exactly at any t ≥ max_time.
+
+    With allowed lateness the key's complete tiles (KeyState.complete, kept for its offline
+    rows) already hold the buffered events, so they are read instead of adding the buffer to
+    copies of the settled tiles; without them (lateness 0, or right after a restore or a
+    state-only replay) the settled tiles and the buffer are read, the definition.
+    """
+    max_time = state.max_time
+    assert max_time is not None
+    complete = state.complete
+    count = len(compiled.groups)
+    if complete is not None and state.buffer:
+        groups = tuple(_complete_steps(compiled, index, complete[index], max_time) for index in range(count))
+    else:
+        exacts = [compiled.exacts(item[2]) for item in state.buffer] if state.buffer else None
+        groups = tuple(group_steps(compiled, state, index, exacts) for index in range(count))
+    return ServingState(key, max_time, state.seq, groups)

@@ -1,0 +1,153 @@
+"""Keeping Redis current: which keys changed, when to write them, and what to do when Redis fails.
+
+Step 1 of the commit protocol, and the writes between commits. Every view's changed keys are
+collected (a key changed by many events is written once), and written at most every
+`online_wait()` seconds. A failed write pauses consumption and is retried with backoff while
+the group membership is kept alive; a Redis that restarted (new run_id) gets the view metadata
+and every owned key again.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import redis
+
+from streamfs.engine import Engine, Key
+from streamfs.errors import ServiceError
+from streamfs.metrics import WorkerMetrics
+from streamfs.online import OnlineWriter
+from streamfs.status import record_progress
+from streamfs.worker.options import WorkerOptions
+
+log = logging.getLogger(__name__)
+
+
+class OnlineSync:
+    """The changed keys of every view, and their writes to Redis."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        client: redis.Redis,
+        writer: OnlineWriter,
+        *,
+        namespace: str,
+        group_id: str,
+        options: WorkerOptions,
+        metrics: WorkerMetrics,
+    ) -> None:
+        self.engine = engine
+        self.client = client
+        self.writer = writer
+        self.namespace = namespace
+        self.group_id = group_id
+        self.options = options
+        self.metrics = metrics
+        self.unwritten: dict[str, set[Key]] = {name: set() for name in engine.views}
+        self.arrivals: list[int] = []  # arrival times of events not yet visible in Redis
+        self.newest: dict[str, int] = {}  # newest event time per view, for `streamfs status`
+        self._last_write = time.monotonic()
+        self._last_write_s = 0.0  # duration of the last write, for adaptive_online
+        self._run_id: str | None = None  # a new run_id means Redis restarted: rewrite every key
+
+    def wait(self) -> float:
+        """Seconds between writes now (see WorkerOptions.adaptive_online)."""
+        interval = self.options.online_interval_s
+        if not self.options.adaptive_online:
+            return interval
+        return min(interval, self.options.online_cost_ratio * self._last_write_s)
+
+    def due(self) -> bool:
+        return time.monotonic() - self._last_write >= self.wait()
+
+    def processed(self, view: str, newest_event_time: int) -> None:
+        """Note the newest event time a view has accepted (reported with each write)."""
+        known = self.newest.get(view)
+        if known is None or newest_event_time > known:
+            self.newest[view] = newest_event_time
+
+    def arrived(self, arrival_times: Iterable[int]) -> None:
+        """Arrival times of processed events: freshness is observed when they are written."""
+        self.arrivals.extend(arrival_times)
+
+    def write(
+        self,
+        *,
+        pause: Callable[[], None],
+        resume: Callable[[], None],
+        idle: Callable[[float], None],
+        give_up: Callable[[], bool],
+    ) -> None:
+        """Write every changed key's serving state; on failure pause, back off and retry.
+
+        `pause`/`resume` stop and restart consumption, `idle(s)` waits while keeping the group
+        membership alive, and `give_up()` says the worker is stopping and must not wait for Redis
+        (the write then raises ServiceError).
+        """
+        self._last_write = time.monotonic()
+        for engine in self.engine.views.values():
+            self.unwritten[engine.name].update(engine.take_dirty())
+        if not any(self.unwritten.values()):
+            self.arrivals.clear()
+            return
+        backoff = 0.1
+        paused = False
+        while True:
+            try:
+                self._write_once()
+                break
+            except (redis.ConnectionError, redis.TimeoutError) as exc:
+                self.metrics.sink_errors.labels("redis").inc()
+                if give_up():
+                    raise ServiceError(f"Redis unavailable at shutdown: {exc}") from exc
+                if not paused:
+                    log.warning("Redis unavailable (%s); pausing consumption and retrying", exc)
+                    pause()
+                    self.metrics.paused.set(1)
+                    paused = True
+                idle(backoff)
+                backoff = min(backoff * 2, self.options.max_backoff_s)
+        if paused:
+            log.info("Redis is back; resuming consumption")
+            resume()
+            self.metrics.paused.set(0)
+        now = time.time() * 1000
+        observe = self.metrics.freshness.observe
+        for arrival in self.arrivals:
+            observe(max(0.0, (now - arrival) / 1000))
+        self.arrivals.clear()
+
+    def _write_once(self) -> None:
+        started = time.perf_counter()
+        self._check_restart()
+        progress: dict[str, dict[str, Any]] = {}
+        for name, keys in self.unwritten.items():
+            if keys:
+                engine = self.engine.views[name]
+                self.writer.write(engine, keys)
+                keys.clear()
+                progress[name] = {
+                    "max_event_time": self.newest.get(name, 0),
+                    "written_ms": int(time.time() * 1000),
+                    "keys": engine.key_count(),
+                }
+        record_progress(self.client, self.namespace, self.group_id, progress)
+        self._last_write_s = time.perf_counter() - started
+        self.metrics.sink_seconds.labels("redis").observe(self._last_write_s)
+
+    def _check_restart(self) -> None:
+        """A Redis that restarted (new run_id: a restart, or a failover) may have lost keys: rewrite all.
+
+        That is the view metadata (`<ns>:views`, which FeatureClient reads) and every key's state.
+        """
+        run_id = str(self.client.info("server")["run_id"])
+        if self._run_id is not None and run_id != self._run_id:
+            log.warning("Redis restarted (run_id changed); writing view metadata and every owned key again")
+            self.writer.register()
+            for engine in self.engine.views.values():
+                self.unwritten[engine.name].update(engine.keys())
+        self._run_id = run_id

@@ -1,0 +1,44 @@
+"""How a worker paces itself (WorkerOptions), and the start-up check of a pipeline's keying."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from streamfs.errors import ConfigError
+from streamfs.registry import Pipeline
+
+
+@dataclass(frozen=True)
+class WorkerOptions:
+    """How the loop paces itself. Defaults favour freshness at steady rates and big batches under load."""
+
+    batch_size: int = 5_000
+    poll_timeout_s: float = 0.05
+    commit_interval_s: float = 2.0
+    online_interval_s: float = 0.25
+    """Redis is written at least this often while keys change: each write serializes every changed
+    key once, so coalescing batches trades a little freshness for a lot of throughput under load."""
+    adaptive_online: bool = True
+    """Write Redis sooner when writes are cheap: wait min(online_interval_s, online_cost_ratio *
+    the last write's duration), so a lightly loaded worker writes after every batch and a busy
+    one coalesces up to online_interval_s."""
+    online_cost_ratio: float = 4.0
+    checkpoint_interval_s: float = 30.0
+    until_caught_up: bool = False
+    serve_metrics: bool = True
+    max_backoff_s: float = 5.0
+
+
+def check_co_partitioning(pipeline: Pipeline) -> None:
+    """Refuse views of one topic keyed by different entities (their events would be split by partition)."""
+    for topic in pipeline.topics:
+        views = pipeline.views_for_topic(topic)
+        keyings = {view.entity.join_keys for view in views}
+        if len(keyings) > 1:
+            described = ", ".join(f"{v.name} ({'+'.join(v.entity.join_keys)})" for v in views)
+            raise ConfigError(
+                f"views reading topic {topic!r} are keyed by different entities: {described}. "
+                "Kafka partitions a topic by one key, so one entity's events and state would be split "
+                "across partitions. Give each entity its own topic keyed by that entity "
+                "(streamfs does not repartition topics yet)."
+            )
