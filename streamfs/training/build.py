@@ -50,6 +50,7 @@ def training_set(
     time_column: str = "timestamp",
     inclusive: bool = True,
     events_per_bucket: int = 2_000_000,
+    workers: int | None = None,
 ) -> pa.Table:
     """Point-in-time feature values for every label row, recomputed from the event archive.
 
@@ -58,9 +59,13 @@ def training_set(
     however late it arrived. `inclusive=True` includes events at exactly the label time (the
     window is [start(t), t]); `inclusive=False` answers from just before t (as at t - 1 ms),
     which event-triggered labels (scoring the payment that is itself an event) need.
-    `events_per_bucket` bounds the archive rows held in memory at once.
+    `events_per_bucket` bounds the archive rows a process holds in memory at once. `workers`
+    is how many processes replay buckets of keys in parallel (forked; default: the CPUs this
+    process may use, or 1 for archives under 200,000 events); 1 replays in this process.
     """
-    table, _ = _build(labels, features, root, pipeline, mode, time_column, inclusive, events_per_bucket)
+    table, _ = _build(
+        labels, features, root, pipeline, mode, time_column, inclusive, events_per_bucket, workers
+    )
     return table
 
 
@@ -73,6 +78,7 @@ def _build(
     time_column: str,
     inclusive: bool,
     events_per_bucket: int,
+    workers: int | None = None,
 ) -> tuple[pa.Table, list[str]]:
     """training_set, also returning the names of the feature columns it added."""
     if mode not in get_args(Mode):
@@ -94,15 +100,12 @@ def _build(
         keys = _keys(label_keys(table, view.entity.join_keys, key_types))
         files = archive_files(root, view.source)
         _check_archive(root, view, files, eval_times)
-        replays.append(Replay(view, files, keys, eval_times, wanted, mode, events_per_bucket))
+        replays.append(Replay(view, files, keys, eval_times, wanted, mode, events_per_bucket, workers))
 
     for replay in replays:
         columns = point_in_time(replay)
         for feature, values in zip(replay.features, columns, strict=True):
-            kind = layout.feature_type(replay.view, feature)
-            table = table.append_column(
-                pa.field(names[(replay.view.name, feature)], kind), pa.array(values, kind)
-            )
+            table = table.append_column(pa.field(names[(replay.view.name, feature)], values.type), values)
     return table, list(names.values())
 
 

@@ -4,9 +4,9 @@ Window semantics are never re-implemented here: archived events go through a fre
 in arrival order, with label evaluations interleaved at the right moments, so a training set
 holds exactly what the engine computes.
 
-* as_served: before answering a label at t, the engine has processed every event that arrived
-  at or before t (ordered by arrival time, partition, offset); the answer is `serve(key, t)`,
-  what the online store returned at t.
+* as_served: before answering a label at t, the engine has processed every event of the
+  label's entity that arrived at or before t (ordered by arrival time, partition, offset); the
+  answer is `serve(key, t)`, what the online store returned at t.
 * event_time: a first replay in arrival order decides which events were accepted (too-late
   events are rejected there, as online). The accepted events are then replayed sorted by
   (event time, arrival order) into a second engine, which answers `evaluate(key, t)` after
@@ -16,17 +16,35 @@ Labels whose entity has no events yet read as empty windows (count 0, sum 0, oth
 the view accepts an event of that entity at any point in the archive, and as nulls if it never
 does. TTL applies as the engine applies it.
 
-Out of core: entity keys are independent in the engine, so the labels' distinct keys are split
-into buckets and each bucket is replayed on its own, reading only the archive rows of its keys
-(a vectorised `is_in` filter per file). Memory holds one bucket's archive rows as Arrow columns
-(~50 bytes per event), the engine state of one bucket's keys, and a 64k-event window of Python
-objects; the archive is read once per bucket. Views with a transform may rewrite keys, so they
-run as a single bucket.
+Entity keys are independent in the engine (each has its own state), so the replay is organised
+by *unit*: the archive rows of one label key (or, for a view with a `transform`, which may
+rewrite keys, all rows as one unit). Rows are sorted by (unit, arrival order) and each unit is
+replayed on its own, only as far as its latest label needs:
+
+* as_served replays a unit's rows up to its latest label's arrival cut and no further (rows
+  after it can change no answer of that key); only units with a label before their entity's
+  first accepted event read on, until the engine accepts one.
+* event_time skips the acceptance replay (pass 1) for a unit when no event of it can have been
+  rejected as too late: an event is too late only if its event time is more than the allowed
+  lateness behind the newest *accepted* event time of its key so far, which is never more than
+  the newest event time of the unit's earlier rows, so a vectorised running maximum over the
+  unit's rows in arrival order proves it (conservatively) for the whole unit. Units with a
+  candidate too-late event get the exact pass 1 through an engine, as before.
+
+Out of core and in parallel: the labels' distinct keys are split into buckets (round robin);
+each bucket reads only its keys' archive rows (a vectorised `index_in` per file, only the
+columns the view uses), replays them and returns typed Arrow columns. With `workers` > 1 the
+buckets run in forked worker processes (they inherit the request; only the result columns
+travel back), at least one bucket per worker. Memory per process is one bucket's archive rows
+as Arrow columns (~50 bytes per event), the engine state of one bucket's keys and a 64k-event
+window of Python objects.
 """
 
 from __future__ import annotations
 
 import math
+import multiprocessing
+import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -34,21 +52,27 @@ from typing import Any, Literal
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from streamfs.definitions import FeatureView
 from streamfs.engine import Key, ViewEngine
+from streamfs.offline import layout
 from streamfs.offline.layout import DataFile
 from streamfs.offline.scan import events_from_table
 from streamfs.records import SourceEvent
 
-__all__ = ["Mode", "point_in_time"]
+__all__ = ["Mode", "default_workers", "point_in_time"]
 
 Mode = Literal["as_served", "event_time"]
 Times = np.ndarray[Any, np.dtype[np.int64]]
+Flags = np.ndarray[Any, np.dtype[np.bool_]]
 
 CHUNK = 65_536
 """Archive rows turned into Python events at a time."""
+PARALLEL_MIN_EVENTS = 200_000
+"""With the default worker count, smaller archives replay in-process (forking costs more)."""
+_UNIT = "__streamfs_unit"
 _ARRIVAL_ORDER = [("arrival_time", "ascending"), ("partition", "ascending"), ("offset", "ascending")]
 _EVENT_ORDER = [("event_time", "ascending"), *_ARRIVAL_ORDER]
 
@@ -64,71 +88,267 @@ class Replay:
     features: Sequence[str]
     mode: Mode
     events_per_bucket: int
+    workers: int | None = None
 
 
-def point_in_time(request: Replay) -> list[list[Any]]:
-    """One column of values per requested feature, in label order (None for null labels)."""
+def default_workers() -> int:
+    """The CPUs this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def point_in_time(request: Replay) -> list[pa.Array]:
+    """One typed column per requested feature, in label order (null for null-key labels)."""
     n = len(request.keys)
-    columns: list[list[Any]] = [[None] * n for _ in request.features]
-    distinct = dict.fromkeys(key for key in request.keys if key is not None)
+    kinds = [layout.feature_type(request.view, feature) for feature in request.features]
+    distinct: dict[Key, None] = {key: None for key in request.keys if key is not None}
     if not distinct:
-        return columns
+        return [pa.nulls(n, kind) for kind in kinds]
     total = sum(pq.ParquetFile(f.path).metadata.num_rows for f in request.files)
-    buckets = 1 if request.view.transform is not None else math.ceil(total / request.events_per_bucket)
-    buckets = max(1, min(buckets, len(distinct)))
+    workers = _worker_count(request.workers, total)
+    if request.view.transform is not None:
+        buckets = 1
+    else:
+        buckets = max(1, math.ceil(total / request.events_per_bucket))
+        buckets = math.ceil(buckets / workers) * workers  # every worker gets a share
+        buckets = min(buckets, len(distinct))
     bucket_of = {key: index % buckets for index, key in enumerate(distinct)}
+    keys: list[list[Key]] = [[] for _ in range(buckets)]
+    for known, bucket in bucket_of.items():
+        keys[bucket].append(known)
     members: list[list[int]] = [[] for _ in range(buckets)]
     for index, key in enumerate(request.keys):
         if key is not None:
             members[bucket_of[key]].append(index)
-    for bucket in range(buckets):
-        keys = [key for key, b in bucket_of.items() if b == bucket] if buckets > 1 else None
-        table = _read_bucket(request, keys)
-        labels = np.asarray(members[bucket], dtype=np.int64)
-        order = labels[np.lexsort((labels, request.times[labels]))]
-        if request.mode == "as_served":
-            _as_served(request, table, order, columns)
-        else:
-            _event_time(request, table, order, columns)
-    return columns
+    plan = _Plan(request, kinds, keys, members)
+    processes = min(workers, buckets)
+    if processes > 1 and "fork" in multiprocessing.get_all_start_methods():
+        results = _in_processes(plan, processes)
+    else:
+        results = [plan.run(bucket) for bucket in range(buckets)]
+    return _assemble(n, kinds, results)
+
+
+def _worker_count(workers: int | None, total: int) -> int:
+    if workers is None:
+        return default_workers() if total >= PARALLEL_MIN_EVENTS else 1
+    if workers < 1:
+        raise ValueError(f"workers must be at least 1, not {workers}")
+    return workers
+
+
+BucketResult = tuple[np.ndarray[Any, np.dtype[np.int64]], list[pa.Array]]
+"""A bucket's label indices and, per feature, its values for those labels."""
+
+
+@dataclass(slots=True)
+class _Plan:
+    request: Replay
+    kinds: list[pa.DataType]
+    keys: list[list[Key]]
+    members: list[list[int]]
+
+    def run(self, bucket: int) -> BucketResult:
+        request = self.request
+        labels = np.asarray(self.members[bucket], dtype=np.int64)
+        columns: list[list[Any]] = [[None] * len(labels) for _ in request.features]
+        _replay_bucket(request, self.keys[bucket], labels, columns)
+        arrays = [pa.array(values, kind) for values, kind in zip(columns, self.kinds, strict=True)]
+        return labels, arrays
+
+
+_FORKED: _Plan | None = None
+"""The plan forked workers inherit (set just before the pool starts)."""
+
+
+def _run_forked(bucket: int) -> BucketResult:
+    assert _FORKED is not None
+    return _FORKED.run(bucket)
+
+
+def _in_processes(plan: _Plan, processes: int) -> list[BucketResult]:
+    global _FORKED
+    _FORKED = plan
+    try:
+        context = multiprocessing.get_context("fork")
+        with context.Pool(processes, maxtasksperchild=1) as pool:
+            return pool.map(_run_forked, range(len(plan.keys)), chunksize=1)
+    finally:
+        _FORKED = None
+
+
+def _assemble(n: int, kinds: list[pa.DataType], results: list[BucketResult]) -> list[pa.Array]:
+    labels = np.concatenate([indices for indices, _ in results])
+    where = np.full(n, -1, dtype=np.int64)
+    where[labels] = np.arange(len(labels), dtype=np.int64)
+    take = pa.array(where, mask=where < 0)
+    out = []
+    for position, kind in enumerate(kinds):
+        chunks = [arrays[position] for _, arrays in results]
+        values = pa.concat_arrays(chunks) if chunks else pa.array([], kind)
+        out.append(values.take(take))
+    return out
+
+
+# ---------------------------------------------------------------------- one bucket
+
+
+@dataclass(slots=True)
+class _Bucket:
+    """A bucket's archive rows sorted by (unit, arrival order), and its labels sorted by (unit,
+    time). `starts[u]:ends[u]` are unit u's rows."""
+
+    table: pa.Table
+    units: Times
+    starts: Times
+    ends: Times
+    label_local: Times  # position of each sorted label in the bucket's label list
+    label_units: Times
+    label_times: Times
+    label_keys: list[Key]
+
+
+def _replay_bucket(request: Replay, keys: list[Key], labels: Times, columns: list[list[Any]]) -> None:
+    bucket = _prepare(request, keys, labels)
+    if request.mode == "as_served":
+        _as_served(request, bucket, columns)
+    else:
+        _event_time(request, bucket, columns)
+
+
+def _prepare(request: Replay, keys: list[Key], labels: Times) -> _Bucket:
+    view = request.view
+    bucket_index = {key: i for i, key in enumerate(keys)}
+    label_of = np.asarray([bucket_index[request.keys[int(i)]] for i in labels], dtype=np.int64)  # type: ignore[index]
+    if view.transform is not None:
+        table = _read(request, None)
+        row_units = np.zeros(table.num_rows, dtype=np.int64)
+        units_of_keys = np.zeros(len(keys), dtype=np.int64)
+        unit_count = 1
+    else:
+        value_set = _key_values(view, keys)
+        table = _read(request, value_set)
+        row_units = np.asarray(table.column(_UNIT).to_numpy(), dtype=np.int64)
+        # Distinct keys can share a unit (composite keys joined as text may collide): a unit is
+        # then several keys replayed together, which changes no key's answers.
+        units_of_keys = np.asarray(pc.index_in(value_set, value_set=value_set).to_numpy(), dtype=np.int64)
+        unit_count = len(keys)
+    if _UNIT not in table.column_names:
+        table = table.append_column(_UNIT, pa.array(row_units, pa.int64()))
+    table = table.sort_by([(_UNIT, "ascending"), *_ARRIVAL_ORDER])
+    units = np.asarray(table.column(_UNIT).to_numpy(), dtype=np.int64)
+    edges = np.searchsorted(units, np.arange(unit_count + 1, dtype=np.int64), side="left").astype(np.int64)
+    label_units = units_of_keys[label_of]
+    label_times = request.times[labels]
+    order = np.lexsort((labels, label_times, label_units))
+    return _Bucket(
+        table=table,
+        units=units,
+        starts=edges[:-1],
+        ends=edges[1:],
+        label_local=order.astype(np.int64),
+        label_units=label_units[order],
+        label_times=label_times[order],
+        label_keys=[request.keys[int(labels[i])] for i in order],  # type: ignore[misc]
+    )
 
 
 # ---------------------------------------------------------------------- the two modes
 
 
-def _as_served(request: Replay, table: pa.Table, order: Times, columns: list[list[Any]]) -> None:
+def _as_served(request: Replay, bucket: _Bucket, columns: list[list[Any]]) -> None:
+    table, units = bucket.table, bucket.units
+    cuts = _cuts(units, _ms(table, "arrival_time"), bucket.label_units, bucket.label_times)
+    # Each unit's rows up to its latest label's cut (labels are sorted by unit, then time).
+    reach = bucket.starts.copy()
+    reach[bucket.label_units] = cuts
     engine = ViewEngine(request.view)
-    unseen, position = _answer_labels(
-        request, engine, ViewEngine.serve, table, "arrival_time", order, columns
-    )
-    _fill_known_later(request, engine, table, position, unseen, columns)
+    unseen = _answer_labels(request, engine, ViewEngine.serve, table, units, reach, cuts, bucket, columns)
+    _fill_known_later(request, [(engine, reach, None)], unseen, bucket, columns)
 
 
-def _event_time(request: Replay, table: pa.Table, order: Times, columns: list[list[Any]]) -> None:
-    # Pass 1, arrival order: which events did the view accept? Only events that arrived no later
-    # than the last event with event time ≤ the latest label can matter.
-    latest = int(request.times[order].max())
+def _event_time(request: Replay, bucket: _Bucket, columns: list[list[Any]]) -> None:
+    table, units = bucket.table, bucket.units
+    view = request.view
+    unit_count = len(bucket.starts)
+    latest = np.full(unit_count, np.iinfo(np.int64).min, dtype=np.int64)
+    latest[bucket.label_units] = bucket.label_times  # sorted: the last write is the unit's latest
     event_times = _ms(table, "event_time")
-    relevant = event_times <= latest
-    arrivals = _ms(table, "arrival_time")
-    stop = int(np.searchsorted(arrivals, arrivals[relevant].max(), side="right")) if relevant.any() else 0
-    first = ViewEngine(request.view)
-    cursor = _Cursor(table, request.view)
+    relevant = event_times <= latest[units]
+    rows = np.arange(table.num_rows, dtype=np.int64)
+    # stop[u]: one past the unit's last relevant row in arrival order; pass 1 needs rows before it.
+    stop = bucket.starts.copy()
+    hits = rows[relevant]
+    if len(hits):
+        last = np.append(units[hits][1:] != units[hits][:-1], True)
+        stop[units[hits][last]] = hits[last] + 1
+    head = rows < stop[units]
+    candidates = _maybe_late(units, event_times, head, bucket.starts, view.source.allowed_lateness)
+
+    # Pass 1, arrival order, only for units that may have a too-late event: which were rejected?
+    first = ViewEngine(view)
+    pass_one = head & candidates[units]
     rejected: list[int] = []
-    for batch in cursor.advance(stop):
-        for rejection in first.process(batch, rows=False).rejected:
-            position = rejection.position
-            assert position is not None
-            rejected.append(_position_id(position.partition, position.offset))
-    head = table.slice(0, stop)
-    ids = _position_id(head.column("partition").to_numpy().astype(np.int64), head.column("offset").to_numpy())
-    keep = relevant[:stop] & ~np.isin(ids, np.asarray(rejected, dtype=np.int64))
-    accepted = head.filter(pa.array(keep)).sort_by(_EVENT_ORDER)
+    if pass_one.any():
+        chosen = table.filter(pa.array(pass_one))
+        for batch in _Cursor(chosen, view).advance(chosen.num_rows):
+            for rejection in first.process(batch, rows=False).rejected:
+                position = rejection.position
+                assert position is not None
+                rejected.append(_position_id(position.partition, position.offset))
+    keep = relevant
+    if rejected:
+        ids = _position_id(
+            table.column("partition").to_numpy().astype(np.int64), table.column("offset").to_numpy()
+        )
+        keep = relevant & ~(pass_one & np.isin(ids, np.asarray(rejected, dtype=np.int64)))
+    accepted = table.filter(pa.array(keep)).sort_by([(_UNIT, "ascending"), *_EVENT_ORDER])
+    accepted_units = np.asarray(accepted.column(_UNIT).to_numpy(), dtype=np.int64)
+    edges = np.searchsorted(accepted_units, np.arange(unit_count + 1, dtype=np.int64), side="left")
 
     # Pass 2, event-time order: every accepted event with event time ≤ t, then evaluate at t.
-    second = ViewEngine(request.view)
-    unseen, _ = _answer_labels(request, second, ViewEngine.evaluate, accepted, "event_time", order, columns)
-    _fill_known_later(request, first, table, stop, unseen, columns)
+    second = ViewEngine(view)
+    cuts = _cuts(accepted_units, _ms(accepted, "event_time"), bucket.label_units, bucket.label_times)
+    reach = edges[1:].astype(np.int64)  # every accepted row of a unit is ≤ its latest label
+    unseen = _answer_labels(
+        request, second, ViewEngine.evaluate, accepted, accepted_units, reach, cuts, bucket, columns
+    )
+    # Known later: candidate units ask pass 1's engine (reading on in arrival order); the others
+    # accept every event that is not rejected on its own (bad value, missing key), whatever the
+    # order, so pass 2's engine reading their remaining rows answers the same.
+    _fill_known_later(
+        request,
+        [(first, stop, candidates), (second, None, ~candidates)],
+        unseen,
+        bucket,
+        columns,
+    )
+
+
+def _maybe_late(units: Times, event_times: Times, head: Flags, starts: Times, lateness: int) -> Flags:
+    """Per unit, whether one of its rows in `head` might be rejected as too late: its event time
+    is more than `lateness` behind the greatest event time of the unit's earlier rows (which
+    bounds the key's newest accepted event time from above). Rows are in arrival order."""
+    unit_count = len(starts)
+    flags = np.zeros(unit_count, dtype=np.bool_)
+    if not len(units):
+        return flags
+    low = int(event_times.min())
+    span = int(event_times.max()) - low + 1
+    if unit_count * span >= 2**62:  # the packed running maximum would overflow: replay all
+        flags[:] = True
+        return flags
+    base = units * span
+    running = np.maximum.accumulate(base + (event_times - low))
+    before = np.empty_like(running)
+    before[0] = -1
+    before[1:] = running[:-1]
+    same = before >= base  # the previous maximum belongs to this unit
+    late = same & head & (event_times - low < before - base - lateness)
+    flags[units[late]] = True
+    return flags
 
 
 def _answer_labels(
@@ -136,97 +356,159 @@ def _answer_labels(
     engine: ViewEngine,
     answer: Callable[[ViewEngine, Key, int], dict[str, Any] | None],
     table: pa.Table,
-    time_column: str,
-    order: Times,
+    units: Times,
+    reach: Times,
+    cuts: Times,
+    bucket: _Bucket,
     columns: list[list[Any]],
-) -> tuple[list[int], int]:
-    """Feed `table` (sorted by `time_column`) into `engine` up to each label's time, in label-time
-    order, and record `answer(engine, key, t)`. Returns the labels whose entity the engine had not
-    seen yet, and how far into `table` the replay got."""
-    cuts = np.searchsorted(_ms(table, time_column), request.times[order], side="right")
-    cursor = _Cursor(table, request.view)
+) -> list[int]:
+    """Replay each unit's rows [start, reach) of `table` (sorted by unit, then time), answering
+    its labels (sorted the same way) at their cuts; returns the labels (positions in the sorted
+    label list) whose entity the engine had not seen yet."""
+    rows = np.arange(table.num_rows, dtype=np.int64)
+    needed = rows < reach[units] if len(units) else np.zeros(0, dtype=np.bool_)
+    prefix = np.zeros(table.num_rows + 1, dtype=np.int64)
+    np.cumsum(needed, out=prefix[1:])
+    chosen = table.filter(pa.array(needed)) if not needed.all() else table
+    cursor = _Cursor(chosen, request.view)
+    process = engine.process
+    features = request.features
     unseen: list[int] = []
-    for label, cut in zip(order.tolist(), cuts.tolist(), strict=True):
+    label_local = bucket.label_local.tolist()
+    for sorted_index, (key, t, cut) in enumerate(
+        zip(bucket.label_keys, bucket.label_times.tolist(), prefix[cuts].tolist(), strict=True)
+    ):
         for batch in cursor.advance(cut):
-            engine.process(batch, rows=False)
-        key = request.keys[label]
-        assert key is not None
-        values = answer(engine, key, int(request.times[label]))
+            process(batch, rows=False)
+        values = answer(engine, key, t)
         if values is not None:
-            _put(columns, request.features, label, values)
+            local = label_local[sorted_index]
+            for column, name in zip(columns, features, strict=True):
+                column[local] = values[name]
         elif engine.watermark(key) is None:
-            unseen.append(label)
-    return unseen, cursor.position
+            unseen.append(sorted_index)
+    return unseen
 
 
 def _fill_known_later(
     request: Replay,
-    engine: ViewEngine,
-    table: pa.Table,
-    processed: int,
+    engines: list[tuple[ViewEngine, Times | None, Flags | None]],
     unseen: list[int],
+    bucket: _Bucket,
     columns: list[list[Any]],
 ) -> None:
     """Labels before their entity's first event: empty windows if the view ever accepts an
-    event of the entity (finish the replay for just those keys to find out), else nulls."""
+    event of the entity (read the unit on from `stop` (or its unread rows) to find out), else
+    nulls. Each engine handles the units its flags select."""
     if not unseen:
         return
-    pending: list[Key] = []
-    for label in unseen:
-        key = request.keys[label]
-        if key is not None and engine.watermark(key) is None:
-            pending.append(key)
-    rest = table.slice(processed)
-    if pending and rest.num_rows and request.view.transform is None:
-        rest = rest.filter(_key_filter(rest, request.view, pending))
-    if pending:
-        for batch in _Cursor(rest, request.view).advance(rest.num_rows):
-            engine.process(batch, rows=False)
-    empty = engine.empty_values()
-    for label in unseen:
-        key = request.keys[label]
-        if key is not None and engine.watermark(key) is not None:
-            _put(columns, request.features, label, empty)
+    empty: dict[str, Any] | None = None
+    for engine, stop, selected in engines:
+        mine = [i for i in unseen if selected is None or selected[bucket.label_units[i]]]
+        pending = sorted(
+            {int(bucket.label_units[i]) for i in mine if engine.watermark(bucket.label_keys[i]) is None}
+        )
+        if pending:
+            _read_on(request, engine, bucket, stop, pending)
+        for i in mine:
+            if engine.watermark(bucket.label_keys[i]) is not None:
+                empty = empty if empty is not None else engine.empty_values()
+                local = bucket.label_local[i]
+                for column, name in zip(columns, request.features, strict=True):
+                    column[local] = empty[name]
+
+
+def _read_on(
+    request: Replay, engine: ViewEngine, data: _Bucket, stop: Times | None, pending: list[int]
+) -> None:
+    """Feed the `pending` units' rows from `stop` on (or, without `stop`, their rows after their
+    latest label's event time: those event_time's pass 2 did not read), in arrival order."""
+    wanted = np.zeros(len(data.starts), dtype=np.bool_)
+    wanted[pending] = True
+    if stop is not None:
+        rest = wanted[data.units] & (np.arange(data.table.num_rows, dtype=np.int64) >= stop[data.units])
+    else:
+        latest = np.full(len(data.starts), np.iinfo(np.int64).min, dtype=np.int64)
+        latest[data.label_units] = data.label_times
+        rest = wanted[data.units] & (_ms(data.table, "event_time") > latest[data.units])
+    chosen = data.table.filter(pa.array(rest))
+    for batch in _Cursor(chosen, request.view).advance(chosen.num_rows):
+        engine.process(batch, rows=False)
 
 
 # ---------------------------------------------------------------------- archive access
 
 
-def _read_bucket(request: Replay, keys: list[Key] | None) -> pa.Table:
-    """The archive rows a bucket needs, in arrival order: only its keys, only the used fields."""
+def _read(request: Replay, value_set: pa.Array | None) -> pa.Table:
+    """The archive rows of the used fields; with a key value set only the rows of those keys,
+    with their unit (the key's index in the set) in column _UNIT. One multi-threaded scan over
+    all files (per-file reads cost more in overhead than in decoding), filtered batch by batch."""
     view = request.view
     if view.transform is None:
         fields = list(dict.fromkeys([*view.entity.join_keys, *(f.field for f in view.features if f.field)]))
     else:
         fields = list(view.source.schema.model_fields)
     columns = ["topic", "partition", "offset", "arrival_time", "event_time", *fields]
+    paths = [data_file.path for data_file in request.files]
+    if not paths:
+        empty = {name: pa.array([], type=pa.int64()) for name in columns}
+        if value_set is not None:
+            empty[_UNIT] = pa.array([], type=pa.int64())
+        return pa.table(empty)
+    schema = pa.unify_schemas([pq.read_schema(path) for path in paths], promote_options="default")
+    scanner = ds.dataset([str(path) for path in paths], schema=schema, format="parquet").scanner(
+        columns=[name for name in columns if name in schema.names]
+    )
     parts = []
-    for data_file in request.files:
-        part = pq.read_table(data_file.path, columns=columns)
-        if keys is not None:
-            part = part.filter(_key_filter(part, view, keys))
+    for batch in scanner.to_batches():
+        part = pa.Table.from_batches([batch])
+        if value_set is not None:
+            codes = pc.index_in(_row_keys(part, view, value_set.type), value_set=value_set)
+            found = pc.is_valid(codes)
+            part = part.filter(found).append_column(_UNIT, pc.cast(codes.filter(found), pa.int64()))
         parts.append(part)
-    if not parts:
-        return pa.table({name: pa.array([], type=pa.int64()) for name in columns})
-    return pa.concat_tables(parts, promote_options="default").sort_by(_ARRIVAL_ORDER)
+    if parts:
+        return pa.concat_tables(parts)
+    table = scanner.to_table()
+    return table if value_set is None else table.append_column(_UNIT, pa.array([], pa.int64()))
 
 
-def _key_filter(table: pa.Table, view: FeatureView, keys: list[Key]) -> pa.ChunkedArray:
-    """Rows whose join key is one of `keys` (exact: composite keys compare part by part)."""
+def _key_values(view: FeatureView, keys: list[Key]) -> pa.Array:
+    """The keys as one Arrow array of the archive's key type (composite keys joined as text)."""
+    names = view.entity.join_keys
+    parts = [
+        pa.array([key[i] for key in keys], layout.key_type(view.source, name)) for i, name in enumerate(names)
+    ]
+    return parts[0] if len(parts) == 1 else _joined(parts)
+
+
+def _row_keys(table: pa.Table, view: FeatureView, kind: pa.DataType) -> Any:
     names = view.entity.join_keys
     if len(names) == 1:
         column = table.column(names[0])
-        return pc.is_in(column, value_set=pa.array([key[0] for key in keys], type=column.type))
-    wanted = [
-        pa.array([key[i] for key in keys], type=table.column(name).type) for i, name in enumerate(names)
-    ]
-    return pc.is_in(_joined([table.column(n) for n in names]), value_set=_joined(wanted))
+        return column if column.type == kind else pc.cast(column, kind)
+    return _joined([table.column(name) for name in names])
 
 
 def _joined(parts: Sequence[pa.Array | pa.ChunkedArray]) -> Any:
     """Composite keys as one text column; \\x1f cannot occur in a cast number and rarely in text,
-    and a false match only replays an extra key (its events never reach a label)."""
+    and a false match only replays two keys as one unit (which changes neither's answers)."""
     return pc.binary_join_element_wise(*[pc.cast(part, pa.string()) for part in parts], "\x1f")
+
+
+def _cuts(row_units: Times, row_times: Times, label_units: Times, label_times: Times) -> Times:
+    """Per label, one past the last row of its unit with time ≤ the label's: rows are sorted by
+    (unit, time); merged with the labels (after rows of equal time), a label's cut is the number
+    of rows before it."""
+    rows = len(row_units)
+    units = np.concatenate([row_units, label_units])
+    times = np.concatenate([row_times, label_times])
+    is_label = np.concatenate([np.zeros(rows, dtype=np.int8), np.ones(len(label_units), dtype=np.int8)])
+    order = np.lexsort((is_label, times, units))
+    at = np.flatnonzero(order >= rows)
+    cuts = np.empty(len(label_units), dtype=np.int64)
+    cuts[order[at] - rows] = at - np.arange(len(at), dtype=np.int64)
+    return cuts
 
 
 class _Cursor:
@@ -262,8 +544,3 @@ def _ms(table: pa.Table, column: str) -> Times:
 
 def _position_id(partition: Any, offset: Any) -> Any:
     return partition * (1 << 42) + offset
-
-
-def _put(columns: list[list[Any]], features: Sequence[str], label: int, values: dict[str, Any]) -> None:
-    for column, name in zip(columns, features, strict=True):
-        column[label] = values[name]
