@@ -2,8 +2,8 @@
 
     .venv/bin/python benchmarks/worker.py [--events 100000] [--keys 10000] [--partitions 4]
         [--rates 300,1000,2000] [--freshness-seconds 20] [--recovery-keys 100000] [--skip-quix]
-        [--modes raw-10ms,raw-1000ms,streamfs,quix-tumbling,quix-hopping]
-        [--only throughput,freshness,recovery]
+        [--modes raw-10ms,raw-1000ms,streamfs,quix-tumbling,quix-hopping] [--repeat N]
+        [--worker-options '{"backlog_online_interval_s": 0}'] [--only throughput,freshness,recovery]
 
 Starts its own embedded broker (Tansu) and Redis. Quix Streams must be installed in the venv
 (`pip install quixstreams`; it is not a streamfs dependency).
@@ -18,7 +18,9 @@ throughput  `--events` payments (pipelines.payments.generate, `--keys` Zipf-popu
               quix-tumbling          Quix Streams: count, sum, mean, max per card, 1 h tumbling
               quix-hopping           the same, 1 h windows hopping every 5 min
             events/s and CPU s per million events are measured from the first record to the
-            end (group join and imports excluded); peak RSS is the process's VmHWM.
+            end (group join and imports excluded); peak RSS is the process's VmHWM. `--repeat N`
+            runs each mode N times (alternating) and adds a median row per mode;
+            `--worker-options` (JSON) sets WorkerOptions fields of the streamfs runs.
 freshness   a fresh broker and Redis; a worker subprocess; payments produced at each steady
             `--rates` (events/s, event time = now) for `--freshness-seconds`; ten times a second
             a probe payment with a unique amount is appended (linger 0, flushed: the time after
@@ -134,13 +136,17 @@ def run_raw(bootstrap: str, group: str, events: int, backoff_ms: int) -> dict[st
     return result
 
 
-def run_streamfs(bootstrap: str, redis_url: str, group: str, events: int, data_dir: str) -> dict[str, float]:
+def run_streamfs(
+    bootstrap: str, redis_url: str, group: str, events: int, data_dir: str, options: dict[str, Any]
+) -> dict[str, float]:
     settings = Settings(
         kafka_bootstrap=bootstrap, redis_url=redis_url, kafka_dev_broker=True, data_dir=Path(data_dir),
         group_id=group,
     )  # fmt: skip
     worker = Worker(
-        Pipeline((card_activity,)), settings, WorkerOptions(until_caught_up=True, serve_metrics=False)
+        Pipeline((card_activity,)),
+        settings,
+        WorkerOptions(until_caught_up=True, serve_metrics=False, **options),
     )
     clock, process = Clock(), worker.process
 
@@ -190,21 +196,23 @@ def run_quix(bootstrap: str, group: str, events: int, state_dir: str, hopping: b
 
 
 def child(argv: list[str]) -> None:
-    mode, bootstrap, redis_url, group, events, workdir = argv
+    mode, bootstrap, redis_url, group, events, workdir, options = argv
     n = int(events)
     if mode.startswith("raw-"):
         result = run_raw(bootstrap, group, n, int(mode.removeprefix("raw-").removesuffix("ms")))
     elif mode == "streamfs":
-        result = run_streamfs(bootstrap, redis_url, group, n, workdir)
+        result = run_streamfs(bootstrap, redis_url, group, n, workdir, json.loads(options))
     else:
         result = run_quix(bootstrap, group, n, workdir, hopping=mode == "quix-hopping")
     print("RESULT " + json.dumps(result), flush=True)
 
 
-def in_subprocess(mode: str, bootstrap: str, redis_url: str, events: int, workdir: Path) -> dict[str, Any]:
+def in_subprocess(
+    mode: str, bootstrap: str, redis_url: str, events: int, workdir: Path, options: str = "{}"
+) -> dict[str, Any]:
     group = f"bench-{mode}-{time.monotonic_ns()}"
     out = subprocess.run(
-        [sys.executable, __file__, "_child", mode, bootstrap, redis_url, group, str(events), str(workdir)],
+        [sys.executable, __file__, "_child", mode, bootstrap, redis_url, group, str(events), str(workdir), options],
         capture_output=True, text=True, timeout=3600, cwd=workdir, check=False,
     )  # fmt: skip
     for line in out.stdout.splitlines():
@@ -229,18 +237,36 @@ def throughput(args: argparse.Namespace, tmp: Path) -> None:
         print(
             f"{'run':<16} {'events':>9} {'s':>7} {'events/s':>10} {'CPU s / M events':>17} {'peak RSS MB':>12}"
         )
-        for mode in modes:
-            workdir = tmp / mode
-            workdir.mkdir()
-            r = in_subprocess(mode, kafka.address, redis_service.address, n, workdir)
-            if "error" in r:
-                print(f"{mode:<16} FAILED: {r['error']}")
-                continue
-            print(
-                f"{mode:<16} {r['events']:>9,} {r['wall_s']:>7.1f} {r['events'] / r['wall_s']:>10,.0f} "
-                f"{r['cpu_s'] / r['events'] * 1e6:>17.1f} {r['rss_mb']:>12.0f}",
-                flush=True,
-            )
+        runs: dict[str, list[dict[str, Any]]] = {mode: [] for mode in modes}
+        for attempt in range(args.repeat):
+            for mode in modes:
+                workdir = tmp / f"{mode}-{attempt}"
+                workdir.mkdir()
+                r = in_subprocess(mode, kafka.address, redis_service.address, n, workdir, args.worker_options)
+                if "error" in r:
+                    print(f"{mode:<16} FAILED: {r['error']}")
+                    continue
+                runs[mode].append(r)
+                print_run(mode, r)
+        if args.repeat > 1:
+            print("medians:")
+            for mode, results in runs.items():
+                if results:
+                    print_run(
+                        mode,
+                        {
+                            k: statistics.median(r[k] for r in results)
+                            for k in ("events", "wall_s", "cpu_s", "rss_mb")
+                        },
+                    )
+
+
+def print_run(mode: str, r: dict[str, Any]) -> None:
+    print(
+        f"{mode:<16} {r['events']:>9,.0f} {r['wall_s']:>7.1f} {r['events'] / r['wall_s']:>10,.0f} "
+        f"{r['cpu_s'] / r['events'] * 1e6:>17.1f} {r['rss_mb']:>12.0f}",
+        flush=True,
+    )
 
 
 # ---------------------------------------------------------------- freshness
@@ -406,6 +432,8 @@ def main() -> None:
     parser.add_argument("--skip-quix", action="store_true")
     parser.add_argument("--modes", default="", help="throughput runs to do, e.g. raw-10ms,raw-1000ms")
     parser.add_argument("--only", default="throughput,freshness,recovery")
+    parser.add_argument("--repeat", type=int, default=1, help="throughput runs per mode (medians printed)")
+    parser.add_argument("--worker-options", default="{}", help="JSON WorkerOptions fields for streamfs runs")
     args = parser.parse_args()
     args.rates = [int(r) for r in args.rates.split(",") if r]
     parts = set(args.only.split(","))

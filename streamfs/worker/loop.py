@@ -149,7 +149,7 @@ class Worker:
         if records:
             self.metrics.batch_size.observe(len(records))
             self.process(records)
-        if self.online.due():
+        if self.online.due(backlogged=len(records) >= self.options.batch_size):
             self._write_online()
         if time.monotonic() - self._last_commit >= self.options.commit_interval_s:
             self.commit(checkpoint=self.checkpoint_due())

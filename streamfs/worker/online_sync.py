@@ -2,7 +2,7 @@
 
 Step 1 of the commit protocol, and the writes between commits. Every view's changed keys are
 collected (a key changed by many events is written once), and written at most every
-`online_wait()` seconds. A failed write pauses consumption and is retried with backoff while
+`wait()` seconds. A failed write pauses consumption and is retried with backoff while
 the group membership is kept alive; a Redis that restarted (new run_id) gets the view metadata
 and every owned key again.
 """
@@ -54,15 +54,19 @@ class OnlineSync:
         self._last_write_s = 0.0  # duration of the last write, for adaptive_online
         self._run_id: str | None = None  # a new run_id means Redis restarted: rewrite every key
 
-    def wait(self) -> float:
-        """Seconds between writes now (see WorkerOptions.adaptive_online)."""
-        interval = self.options.online_interval_s
-        if not self.options.adaptive_online:
+    def wait(self, backlogged: bool = False) -> float:
+        """Seconds between writes now (see WorkerOptions.adaptive_online, backlog_online_interval_s)."""
+        options = self.options
+        if backlogged and options.backlog_online_interval_s > 0:
+            return options.backlog_online_interval_s
+        interval = options.online_interval_s
+        if not options.adaptive_online:
             return interval
-        return min(interval, self.options.online_cost_ratio * self._last_write_s)
+        return min(interval, options.online_cost_ratio * self._last_write_s)
 
-    def due(self) -> bool:
-        return time.monotonic() - self._last_write >= self.wait()
+    def due(self, backlogged: bool = False) -> bool:
+        """Whether to write now; `backlogged`: the last poll filled a whole batch."""
+        return time.monotonic() - self._last_write >= self.wait(backlogged)
 
     def processed(self, view: str, newest_event_time: int) -> None:
         """Note the newest event time a view has accepted (reported with each write)."""

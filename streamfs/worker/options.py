@@ -23,6 +23,11 @@ class WorkerOptions:
     the last write's duration), so a lightly loaded worker writes after every batch and a busy
     one coalesces up to online_interval_s."""
     online_cost_ratio: float = 4.0
+    backlog_online_interval_s: float = 1.0
+    """While the worker is catching up (the last poll filled a whole batch), Redis is written at
+    most this often instead: the events being processed are already behind by the backlog, and
+    each write serializes every changed key once, so fewer writes cost fewer serializations of the
+    same keys. 0 keeps the rule above under backlog too."""
     checkpoint_interval_s: float = 30.0
     until_caught_up: bool = False
     serve_metrics: bool = True
