@@ -4,16 +4,23 @@ Generates an event archive (and the feature log the worker would have written) w
 OfflineWriter and engine for pipelines.payments:card_activity, then, each in a fresh process so
 peak RSS is its own:
 
-  train   streamfs.training.training_set(labels, "card_activity", mode=...)  (engine replay)
+  train   streamfs.training.training_set(labels, "card_activity", mode=..., workers=...)
+          (engine replay; buckets of keys in `workers` forked processes, default: the CPUs)
   asof    DuckDB: labels ASOF LEFT JOIN the feature log ON card_id AND label time >= event_time
           (the "physical limit": a columnar as-of lookup of precomputed rows; it is not
           window-exact between events, which is why streamfs replays the engine instead)
 
 Target (issue 5): 1,000,000 labels vs 10,000,000 events (100,000 cards, 30 days) in < 60 s and
-< 4 GB. Usage:
+< 4 GB. Peak RSS of the train phase is reported for the main process and for the largest
+worker process; their bound "total" (main + workers x largest worker) counts pages the workers
+share with the main process copy-on-write once per process, so it overstates the real peak.
+--profile profiles the main process only: use it with --workers 1. Usage:
 
   python benchmarks/training.py --events 1000000 --labels 100000 [--keys 100000] [--days 30]
-         [--mode as_served|event_time] [--root DIR] [--reuse] [--profile]
+         [--mode as_served|event_time] [--workers N] [--root DIR] [--reuse] [--profile]
+
+Generating the full-size archive (engine with offline rows, written by the real OfflineWriter)
+takes tens of minutes; keep it with --root DIR and rerun with --reuse.
 """
 
 from __future__ import annotations
@@ -123,22 +130,37 @@ def generate(
     return {"build_events_s": build, "engine_feature_log_s": replay, "write_s": write}
 
 
-def train(root: Path, mode: Mode, profile: bool) -> dict[str, float]:
+def train(root: Path, mode: Mode, profile: bool, workers: int | None) -> dict[str, float]:
     from streamfs.training import training_set
+    from streamfs.training.replay import default_workers
 
     started = time.perf_counter()
     profiler = cProfile.Profile() if profile else None
     if profiler:
         profiler.enable()
     result = training_set(
-        root / "labels.parquet", "card_activity", root=root, pipeline=[card_activity], mode=mode
+        root / "labels.parquet",
+        "card_activity",
+        root=root,
+        pipeline=[card_activity],
+        mode=mode,
+        workers=workers,
     )
     if profiler:
         profiler.disable()
         pstats.Stats(profiler, stream=sys.stderr).sort_stats("tottime").print_stats(15)
     seconds = time.perf_counter() - started
     filled = result.column("count_1h").null_count
-    return {"seconds": seconds, "rows": result.num_rows, "null_rows": filled, "peak_rss_mb": _peak_mb()}
+    worker_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # reaped pool workers
+    used = (workers or default_workers()) if worker_mb else 0
+    return {
+        "seconds": seconds,
+        "rows": result.num_rows,
+        "null_rows": filled,
+        "peak_rss_mb": _peak_mb(),
+        "worker_peak_rss_mb": worker_mb,
+        "workers": used,
+    }
 
 
 def asof(root: Path) -> dict[str, float]:
@@ -172,6 +194,8 @@ def _child(phase: str, args: argparse.Namespace, root: Path) -> dict[str, float]
     command = [sys.executable, __file__, "--phase", phase, "--root", str(root), "--mode", args.mode]
     if args.profile:
         command.append("--profile")
+    if args.workers is not None:
+        command += ["--workers", str(args.workers)]
     out = subprocess.run(command, check=True, capture_output=True, text=True)
     sys.stderr.write(out.stderr)
     result: dict[str, float] = json.loads(out.stdout.strip().splitlines()[-1])
@@ -189,12 +213,13 @@ def main() -> None:
     parser.add_argument("--mode", default="as_served", choices=["as_served", "event_time"])
     parser.add_argument("--root", type=Path, default=None)
     parser.add_argument("--reuse", action="store_true", help="keep the archive already under --root")
+    parser.add_argument("--workers", type=int, default=None, help="training_set(workers=); default: the CPUs")
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--phase", default="all", choices=["all", "train", "asof"])
     args = parser.parse_args()
 
     if args.phase == "train":
-        print(json.dumps(train(args.root, args.mode, args.profile)))
+        print(json.dumps(train(args.root, args.mode, args.profile, args.workers)))
         return
     if args.phase == "asof":
         print(json.dumps(asof(args.root)))
@@ -209,8 +234,12 @@ def main() -> None:
         print(f"generate (archive + feature log): {time.perf_counter() - started:.1f} s ({detail})")
     trained = _child("train", args, root)
     reference = _child("asof", args, root)
+    main_mb, worker_mb, workers = trained["peak_rss_mb"], trained["worker_peak_rss_mb"], trained["workers"]
+    rss = f"peak RSS {main_mb:.0f} MB"
+    if workers:
+        rss += f" main + {workers:.0f} workers x {worker_mb:.0f} MB = {main_mb + workers * worker_mb:.0f} MB"
     print(
-        f"training_set {args.mode}: {trained['seconds']:.1f} s, peak RSS {trained['peak_rss_mb']:.0f} MB, "
+        f"training_set {args.mode}: {trained['seconds']:.1f} s, {rss}, "
         f"{trained['rows']:,} rows ({trained['null_rows']:,} without features)"
     )
     print(

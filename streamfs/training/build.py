@@ -83,6 +83,8 @@ def _build(
     """training_set, also returning the names of the feature columns it added."""
     if mode not in get_args(Mode):
         raise OfflineError(f"mode must be one of {get_args(Mode)}, not {mode!r}")
+    if workers is not None and workers < 1:
+        raise OfflineError(f"workers must be at least 1 (or None for one per CPU), not {workers}")
     root = Path(root)
     views = _views(pipeline)
     requests = _resolve(features, views)

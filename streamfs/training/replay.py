@@ -134,9 +134,7 @@ def point_in_time(request: Replay) -> list[pa.Array]:
 def _worker_count(workers: int | None, total: int) -> int:
     if workers is None:
         return default_workers() if total >= PARALLEL_MIN_EVENTS else 1
-    if workers < 1:
-        raise ValueError(f"workers must be at least 1, not {workers}")
-    return workers
+    return max(1, workers)
 
 
 BucketResult = tuple[np.ndarray[Any, np.dtype[np.int64]], list[pa.Array]]

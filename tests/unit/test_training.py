@@ -289,6 +289,22 @@ def test_errors_before_work(root: Path, table: pa.Table, refs: str, message: str
         training_set(table, refs, root=root, pipeline=[VIEW])
 
 
+def test_workers_checked(root: Path) -> None:
+    with pytest.raises(OfflineError, match="workers must be at least 1"):
+        training_set(labels(("a", 110)), "v", root=root, pipeline=[VIEW], workers=0)
+    for workers in (1, 2, None):
+        out = training_set(
+            labels(("a", 105), ("a", 99), ("b", 105)),
+            "v",
+            root=root,
+            pipeline=[VIEW],
+            mode="event_time",
+            workers=workers,
+            events_per_bucket=1,
+        )
+        assert out.column("count_10").to_pylist() == [2, 0, None]
+
+
 def test_no_archive(tmp_path: Path) -> None:
     with pytest.raises(OfflineError, match="no archived events"):
         training_set(labels(("a", 1)), "v", root=tmp_path, pipeline=[VIEW])
