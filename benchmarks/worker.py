@@ -1,7 +1,8 @@
 """The streamfs worker end to end, next to the raw consumer ceiling and Quix Streams, plus freshness and recovery.
 
     .venv/bin/python benchmarks/worker.py [--events 100000] [--keys 10000] [--partitions 4]
-        [--rates 300,1000,2000] [--freshness-seconds 20] [--recovery-keys 100000] [--skip-quix]
+        [--rates 300,1000,2000] [--freshness-seconds 20] [--freshness-modes fixed-500,fixed-10,adaptive-10]
+        [--recovery-keys 100000] [--skip-quix]
         [--modes raw-10ms,raw-1000ms,streamfs,quix-tumbling,quix-hopping] [--repeat N]
         [--worker-options '{"backlog_online_interval_s": 0}'] [--only throughput,freshness,recovery]
 
@@ -17,10 +18,11 @@ throughput  `--events` payments (pipelines.payments.generate, `--keys` Zipf-popu
                                      consume, decode, engine, Redis + Parquet, commit
               quix-tumbling          Quix Streams: count, sum, mean, max per card, 1 h tumbling
               quix-hopping           the same, 1 h windows hopping every 5 min
-            events/s and CPU s per million events are measured from the first record to the
-            end (group join and imports excluded); peak RSS is the process's VmHWM. `--repeat N`
+            events/s and CPU s per million events (CPU of the worker's forked checkpoint writers
+            included) are measured from the first record to the end (group join and imports
+            excluded); peak RSS is the process's VmHWM (the parent's). `--repeat N`
             runs each mode N times (alternating) and adds a median row per mode;
-            `--worker-options` (JSON) sets WorkerOptions fields of the streamfs runs.
+            `--worker-options` (JSON) sets WorkerOptions fields of the streamfs and freshness runs.
 freshness   a fresh broker and Redis; a worker subprocess; payments produced at each steady
             `--rates` (events/s, event time = now) for `--freshness-seconds`; ten times a second
             a probe payment with a unique amount is appended (linger 0, flushed: the time after
@@ -103,6 +105,12 @@ def produce(bootstrap: str, events: Any) -> int:
 # ---------------------------------------------------------------- one run, in its own process
 
 
+def cpu_seconds() -> float:
+    """CPU time of this process and of its reaped children (the worker's checkpoint writers)."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
 class Clock:
     """Wall and CPU time from the first record on."""
 
@@ -112,10 +120,10 @@ class Clock:
 
     def start(self) -> None:
         if not self.wall:
-            self.wall, self.cpu = time.perf_counter(), time.process_time()
+            self.wall, self.cpu = time.perf_counter(), cpu_seconds()
 
     def result(self, events: int) -> dict[str, float]:
-        wall, cpu = time.perf_counter() - self.wall, time.process_time() - self.cpu
+        wall, cpu = time.perf_counter() - self.wall, cpu_seconds() - self.cpu
         return {"events": events, "wall_s": wall, "cpu_s": cpu, "rss_mb": peak_rss_mb()}
 
 
@@ -272,17 +280,18 @@ def print_run(mode: str, r: dict[str, Any]) -> None:
 # ---------------------------------------------------------------- freshness
 
 WORKER_SCRIPT = """
+import json
 import sys
 from pathlib import Path
 from pipelines.payments import card_activity
 from streamfs.registry import Pipeline
 from streamfs.runner import Worker, WorkerOptions
 from streamfs.settings import Settings
-bootstrap, redis_url, data_dir, group, adaptive, fetch_wait = sys.argv[1:7]
+bootstrap, redis_url, data_dir, group, adaptive, fetch_wait, extra = sys.argv[1:8]
 overrides = {"fetch.wait.max.ms": int(fetch_wait)} if fetch_wait else {}
 settings = Settings(kafka_bootstrap=bootstrap, redis_url=redis_url, kafka_dev_broker=True,
                     data_dir=Path(data_dir), group_id=group, consumer_overrides=overrides)
-options = WorkerOptions(serve_metrics=False, adaptive_online=adaptive == "1")
+options = WorkerOptions(serve_metrics=False, adaptive_online=adaptive == "1", **json.loads(extra))
 sys.exit(Worker(Pipeline((card_activity,)), settings, options).run())
 """
 
@@ -295,7 +304,7 @@ def freshness_run(args: argparse.Namespace, tmp: Path, adaptive: bool, fetch_wai
         data_dir = tmp / f"fresh-{int(adaptive)}-{fetch_wait}"
         worker = subprocess.Popen(
             [sys.executable, "-c", WORKER_SCRIPT, kafka.address, redis_service.address, str(data_dir),
-             f"fresh-{time.monotonic_ns()}", "1" if adaptive else "0", fetch_wait],
+             f"fresh-{time.monotonic_ns()}", "1" if adaptive else "0", fetch_wait, args.worker_options],
             env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=tmp,
         )  # fmt: skip
         load = Producer({"bootstrap.servers": kafka.address, "linger.ms": 5})
@@ -377,7 +386,9 @@ def freshness(args: argparse.Namespace, tmp: Path) -> None:
           f"{'max ms':>8} {'unseen':>8}")  # fmt: skip
     # Tansu holds a fetch for up to fetch.wait.max.ms even when records are there (Kafka answers
     # as soon as fetch.min.bytes = 1 byte is available), so the default 500 ms dominates there.
-    for adaptive, fetch_wait in ((False, ""), (False, "10"), (True, "10")):
+    runs = {"fixed-500": (False, ""), "fixed-10": (False, "10"), "adaptive-10": (True, "10")}
+    for name in args.freshness_modes.split(","):
+        adaptive, fetch_wait = runs[name]
         freshness_run(args, tmp, adaptive, fetch_wait)
 
 
@@ -428,6 +439,11 @@ def main() -> None:
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--rates", default="300,1000,2000", help="comma-separated events/s for freshness")
     parser.add_argument("--freshness-seconds", type=float, default=20.0)
+    parser.add_argument(
+        "--freshness-modes",
+        default="fixed-500,fixed-10,adaptive-10",
+        help="Redis writes fixed 250 ms or adaptive, and fetch.wait.max.ms (500 = default)",
+    )
     parser.add_argument("--recovery-keys", type=int, default=100_000)
     parser.add_argument("--skip-quix", action="store_true")
     parser.add_argument("--modes", default="", help="throughput runs to do, e.g. raw-10ms,raw-1000ms")

@@ -131,6 +131,14 @@ def _add_run(subparsers: Subparsers) -> None:
     )
     parser.add_argument("--batch-size", type=int, default=5_000, help="records per consumed batch")
     parser.add_argument("--commit-interval", type=float, default=2.0, help="seconds between commits")
+    parser.add_argument(
+        "--checkpoint-interval", type=float, default=30.0, help="seconds between engine checkpoints"
+    )
+    parser.add_argument(
+        "--foreground-checkpoints",
+        action="store_true",
+        help="write periodic checkpoints in the loop instead of a forked child process",
+    )
     parser.add_argument("--no-metrics", action="store_true", help="do not serve /metrics, /healthz, /readyz")
     parser.set_defaults(handler=_run)
 
@@ -148,6 +156,8 @@ def _run(args: argparse.Namespace) -> int:
     options = WorkerOptions(
         batch_size=args.batch_size,
         commit_interval_s=args.commit_interval,
+        checkpoint_interval_s=args.checkpoint_interval,
+        background_checkpoints=not args.foreground_checkpoints,
         until_caught_up=args.until_caught_up,
         serve_metrics=not args.no_metrics,
     )

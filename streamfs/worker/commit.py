@@ -46,13 +46,17 @@ class Committer:
         self.metrics = metrics
 
     def flush(
-        self, *, checkpoint: bool = False, partitions: Sequence[TopicPartitionKey] | None = None
+        self,
+        *,
+        checkpoint: bool = False,
+        partitions: Sequence[TopicPartitionKey] | None = None,
+        background: bool = False,
     ) -> dict[TopicPartitionKey, int]:
         """Steps 1-4: make everything processed durable; return the offsets to commit.
 
-        Writes Redis, flushes Parquet and the dead letters, optionally checkpoints the engine, and
-        returns the next offset to read of each partition (all owned, or `partitions`) that moved
-        since its last commit.
+        Writes Redis, flushes Parquet and the dead letters, optionally checkpoints the engine (in
+        a child process with `background`, see checkpointing), and returns the next offset to
+        read of each partition (all owned, or `partitions`) that moved since its last commit.
         """
         self.write_online()
         started = time.perf_counter()
@@ -62,7 +66,7 @@ class Committer:
         owned = self.table.owned(partitions)
         if checkpoint:
             positions = self.table.positions
-            self.checkpointer.save((tp, positions[tp]) for tp in owned)
+            self.checkpointer.save([(tp, positions[tp]) for tp in owned], background=background)
         return self.table.moved(owned)
 
     def commit_offsets(self, reader: KafkaReader | None, offsets: dict[TopicPartitionKey, int]) -> bool:

@@ -130,6 +130,7 @@ class Worker:
             committed = self.commit(checkpoint=True)
         finally:
             self.reader.close()
+            self.checkpointer.reap(block=True)
             self.dead_letters.flush()
             if self._health is not None:
                 self._health.stop()
@@ -152,7 +153,7 @@ class Worker:
         if self.online.due(backlogged=len(records) >= self.options.batch_size):
             self._write_online()
         if time.monotonic() - self._last_commit >= self.options.commit_interval_s:
-            self.commit(checkpoint=self.checkpoint_due())
+            self.commit(checkpoint=self.checkpoint_due(), background=self.options.background_checkpoints)
         return len(records)
 
     def checkpoint_due(self) -> bool:
@@ -194,10 +195,18 @@ class Worker:
         return self.committer.commit_offsets(self.reader, offsets)
 
     def commit(
-        self, *, checkpoint: bool = False, partitions: Sequence[TopicPartitionKey] | None = None
+        self,
+        *,
+        checkpoint: bool = False,
+        partitions: Sequence[TopicPartitionKey] | None = None,
+        background: bool = False,
     ) -> bool:
-        """The commit protocol (streamfs.worker): `flush`, then `commit_offsets`."""
-        done = self.commit_offsets(self.flush(checkpoint=checkpoint, partitions=partitions))
+        """The commit protocol (streamfs.worker): `flush`, then `commit_offsets`.
+
+        `background`: a checkpoint is written by a child process (periodic ones, see checkpointing).
+        """
+        flushed = self.committer.flush(checkpoint=checkpoint, partitions=partitions, background=background)
+        done = self.commit_offsets(flushed)
         self._last_commit = time.monotonic()
         if self.reader is not None:
             self.partitions.update_lag()

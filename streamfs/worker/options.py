@@ -29,6 +29,9 @@ class WorkerOptions:
     each write serializes every changed key once, so fewer writes cost fewer serializations of the
     same keys. 0 keeps the rule above under backlog too."""
     checkpoint_interval_s: float = 30.0
+    background_checkpoints: bool = True
+    """Write periodic checkpoints in a forked child process (Linux), off the loop; revoke and
+    shutdown checkpoints are always written in the loop. See streamfs.worker.checkpointing."""
     until_caught_up: bool = False
     serve_metrics: bool = True
     max_backoff_s: float = 5.0

@@ -76,3 +76,20 @@ def test_a_recovered_or_dropped_partition_is_checkpointed_again(tmp_path: Path) 
     checkpointer.save([(("t", 0), 20)])
 
     assert [p.name for p in saved(store, 0)] == ["o000000000000020.json"]
+
+
+def test_a_background_checkpoint_is_the_same_file_written_by_a_child(tmp_path: Path) -> None:
+    engine = Engine([VIEW])
+    [view_engine] = engine.for_topic("t")
+    view_engine.process(events(0, 20, 0))
+    in_loop, forked = CheckpointStore(tmp_path / "a", "g"), CheckpointStore(tmp_path / "b", "g")
+    Checkpointer(engine, in_loop, interval_s=30).save([(("t", 0), 20)])
+    checkpointer = Checkpointer(engine, forked, interval_s=30)
+
+    checkpointer.save([(("t", 0), 20)], background=True)
+    view_engine.process(events(20, 5, 0))  # the loop goes on; the child has the state at 20
+    checkpointer.reap(block=True)
+
+    assert saved(forked, 0)[0].read_bytes() == saved(in_loop, 0)[0].read_bytes()
+    checkpointer.save([(("t", 0), 20)])  # recorded once the child succeeded: not written again
+    assert len(saved(forked, 0)) == 1
