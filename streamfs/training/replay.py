@@ -403,11 +403,13 @@ def _fill_known_later(
     empty: dict[str, Any] | None = None
     for engine, stop, selected in engines:
         mine = [i for i in unseen if selected is None or selected[bucket.label_units[i]]]
-        pending = sorted(
-            {int(bucket.label_units[i]) for i in mine if engine.watermark(bucket.label_keys[i]) is None}
-        )
-        if pending:
-            _read_on(request, engine, bucket, stop, pending)
+        waiting: dict[int, list[Key]] = {}  # unit -> its keys still without an accepted event
+        for i in mine:
+            key = bucket.label_keys[i]
+            if engine.watermark(key) is None:
+                waiting.setdefault(int(bucket.label_units[i]), []).append(key)
+        if waiting:
+            _read_on(request, engine, bucket, stop, waiting)
         for i in mine:
             if engine.watermark(bucket.label_keys[i]) is not None:
                 empty = empty if empty is not None else engine.empty_values()
@@ -417,21 +419,39 @@ def _fill_known_later(
 
 
 def _read_on(
-    request: Replay, engine: ViewEngine, data: _Bucket, stop: Times | None, pending: list[int]
+    request: Replay, engine: ViewEngine, data: _Bucket, stop: Times | None, waiting: dict[int, list[Key]]
 ) -> None:
-    """Feed the `pending` units' rows from `stop` on (or, without `stop`, their rows after their
-    latest label's event time: those event_time's pass 2 did not read), in arrival order."""
+    """Feed the waiting units' rows from `stop` on (or, without `stop`, their rows after their
+    latest label's event time: those event_time's pass 2 did not read), in arrival order, until
+    the engine has accepted an event of each waiting key: 1, 2, 4, ... more rows per unit a round
+    (usually its first row settles it; rows rejected on their own, like bad values, need more)."""
     wanted = np.zeros(len(data.starts), dtype=np.bool_)
-    wanted[pending] = True
+    wanted[list(waiting)] = True
     if stop is not None:
         rest = wanted[data.units] & (np.arange(data.table.num_rows, dtype=np.int64) >= stop[data.units])
     else:
         latest = np.full(len(data.starts), np.iinfo(np.int64).min, dtype=np.int64)
         latest[data.label_units] = data.label_times
         rest = wanted[data.units] & (_ms(data.table, "event_time") > latest[data.units])
-    chosen = data.table.filter(pa.array(rest))
-    for batch in _Cursor(chosen, request.view).advance(chosen.num_rows):
-        engine.process(batch, rows=False)
+    rows = np.flatnonzero(rest)  # grouped by unit, each in arrival order
+    units = data.units[rows]
+    rank = np.arange(len(rows), dtype=np.int64) - np.searchsorted(units, units, side="left")
+    taken, size = 0, 1
+    while waiting:
+        wanted[:] = False
+        wanted[list(waiting)] = True
+        step = wanted[units] & (rank >= taken) & (rank < taken + size)
+        if not step.any():
+            return
+        chosen = data.table.take(pa.array(rows[step]))
+        for batch in _Cursor(chosen, request.view).advance(chosen.num_rows):
+            engine.process(batch, rows=False)
+        taken, size = taken + size, 2 * size
+        waiting = {
+            unit: left
+            for unit, keys in waiting.items()
+            if (left := [key for key in keys if engine.watermark(key) is None])
+        }
 
 
 # ---------------------------------------------------------------------- archive access
