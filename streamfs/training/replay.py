@@ -124,7 +124,8 @@ def point_in_time(request: Replay) -> list[pa.Array]:
             members[bucket_of[key]].append(index)
     plan = _Plan(request, kinds, keys, members)
     processes = min(workers, buckets)
-    if processes > 1 and "fork" in multiprocessing.get_all_start_methods():
+    can_fork = "fork" in multiprocessing.get_all_start_methods()
+    if processes > 1 and can_fork and not multiprocessing.current_process().daemon:  # daemons can't fork
         results = _in_processes(plan, processes)
     else:
         results = [plan.run(bucket) for bucket in range(buckets)]

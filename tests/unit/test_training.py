@@ -305,6 +305,22 @@ def test_workers_checked(root: Path) -> None:
         assert out.column("count_10").to_pylist() == [2, 0, None]
 
 
+def _counts_in_a_pool_worker(root: Path) -> list[Any]:
+    table = labels(("a", 105), ("b", 105))
+    out = training_set(
+        table, "v", root=root, pipeline=[VIEW], mode="event_time", workers=2, events_per_bucket=1
+    )
+    return out.column("count_10").to_pylist()
+
+
+def test_workers_inside_a_daemonic_process(root: Path) -> None:
+    """A multiprocessing.Pool worker may not start processes: the replay stays in it."""
+    import multiprocessing
+
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        assert pool.apply(_counts_in_a_pool_worker, (root,)) == [2, None]
+
+
 def test_no_archive(tmp_path: Path) -> None:
     with pytest.raises(OfflineError, match="no archived events"):
         training_set(labels(("a", 1)), "v", root=tmp_path, pipeline=[VIEW])
