@@ -106,7 +106,7 @@ class ViewEngine:
                 self._dirty[partition] = set()
             state = states.get(key)
             if state is None:
-                state = states[key] = KeyState(groups, complete=not fast)
+                state = states[key] = KeyState(groups, complete=not fast and rows)
             time = event.event_time
             if state.max_time is not None and time < state.max_time - lateness:
                 result.rejected.append(
