@@ -20,6 +20,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # no display here; must be chosen before pyplot is imported
 import matplotlib.pyplot as plt
+from matplotlib import ticker
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results.csv"
@@ -45,7 +46,8 @@ BAR_CHARTS = [
     BarChart("worker", "events_per_s", "End to end, 1 M payments, one process (higher is better)", "events/s",
              log=True, target=300_000, target_label="target 300k events/s"),
     BarChart("online", "p50_ms", "Online reads: p50 per call (lower is better)", "ms"),
-    BarChart("training", "seconds", "Training set, seconds (lower is better)", "s", log=True),
+    BarChart("training", "seconds", "Point-in-time training set, wall seconds (lower is better)", "s", log=True,
+             target=60, target_label="target 60 s (10M events / 1M labels)"),
 ]
 
 
@@ -65,6 +67,10 @@ def latest(rows: list[dict[str, str]], benchmark: str, metric: str) -> dict[str,
     return {run: value for run, (_, value) in best.items()}
 
 
+def _number(value: float) -> str:
+    return f"{value:,.0f}" if value >= 100 else f"{value:.3g}"
+
+
 def bar_chart(rows: list[dict[str, str]], chart: BarChart) -> Path | None:
     values = latest(rows, chart.benchmark, chart.metric)
     if not values:
@@ -73,7 +79,7 @@ def bar_chart(rows: list[dict[str, str]], chart: BarChart) -> Path | None:
     fig, ax = plt.subplots(figsize=(8, 0.5 * len(runs) + 1.4))
     bars = ax.barh(runs, [values[r] for r in runs], color=["#d9822b" if "streamfs" in r else "#7a8fa6" for r in runs])
     ax.invert_yaxis()
-    ax.bar_label(bars, labels=[f"{values[r]:,.3g}" for r in runs], padding=3, fontsize=8)
+    ax.bar_label(bars, labels=[_number(values[r]) for r in runs], padding=3, fontsize=8)
     ax.margins(x=0.15)
     if chart.log:
         ax.set_xscale("log")
@@ -107,6 +113,9 @@ def freshness_chart(rows: list[dict[str, str]]) -> Path | None:
     ax.axhline(100, color="#b03a2e", linestyle="--", linewidth=1, label="target p99 100 ms")
     ax.set_xscale("log")
     ax.set_yscale("log")
+    ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: _number(v)))
+    ax.xaxis.set_minor_formatter(ticker.NullFormatter())
+    ax.set_xticks(sorted({p[0] for points in series.values() for p in points}))
     ax.set_xlabel("steady produce rate, events/s")
     ax.set_ylabel("Kafka append → readable through the client, ms")
     ax.set_title(f"Freshness, payments pipeline, one worker ({newest})", fontsize=10)
