@@ -132,7 +132,7 @@ def generate(
 
 def train(root: Path, mode: Mode, profile: bool, workers: int | None) -> dict[str, float]:
     from streamfs.training import training_set
-    from streamfs.training.replay import default_workers
+    from streamfs.training.buckets import default_workers
 
     started = time.perf_counter()
     profiler = cProfile.Profile() if profile else None

@@ -31,8 +31,9 @@ from streamfs.offline import layout
 from streamfs.offline.scan import archive_files
 from streamfs.offline.writer import write_atomic
 from streamfs.registry import Pipeline, load_pipeline
+from streamfs.training.buckets import point_in_time
 from streamfs.training.labels import LabelsLike, label_keys, label_times, read_labels
-from streamfs.training.replay import Mode, Replay, point_in_time
+from streamfs.training.replay import Mode, Replay
 
 __all__ = ["TrainingSetReport", "training_set", "training_set_command"]
 

@@ -31,50 +31,40 @@ replayed on its own, only as far as its latest label needs:
   unit's rows in arrival order proves it (conservatively) for the whole unit. Units with a
   candidate too-late event get the exact pass 1 through an engine, as before.
 
-Out of core and in parallel: the labels' distinct keys are split into buckets (round robin);
-each bucket reads only its keys' archive rows (a vectorised `index_in` per file, only the
-columns the view uses), replays them and returns typed Arrow columns. With `workers` > 1 the
-buckets run in forked worker processes (they inherit the request; only the result columns
-travel back), at least one bucket per worker. Memory per process is one bucket's archive rows
-as Arrow columns (~50 bytes per event), the engine state of one bucket's keys and a 64k-event
-window of Python objects.
+How buckets of keys are spread over processes is in buckets.py; reading and ordering the
+archive rows in archive_rows.py.
 """
 
 from __future__ import annotations
 
-import math
-import multiprocessing
-import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as ds
-import pyarrow.parquet as pq
 
 from streamfs.definitions import FeatureView
 from streamfs.engine import Key, ViewEngine
-from streamfs.offline import layout
 from streamfs.offline.layout import DataFile
-from streamfs.offline.scan import events_from_table
-from streamfs.records import SourceEvent
+from streamfs.training.archive_rows import (
+    ARRIVAL_ORDER,
+    EVENT_ORDER,
+    UNIT,
+    Cursor,
+    Times,
+    key_values,
+    label_cuts,
+    ms,
+    position_id,
+    read_rows,
+)
 
-__all__ = ["Mode", "default_workers", "point_in_time"]
+__all__ = ["Mode", "Replay", "replay_bucket"]
 
 Mode = Literal["as_served", "event_time"]
-Times = np.ndarray[Any, np.dtype[np.int64]]
 Flags = np.ndarray[Any, np.dtype[np.bool_]]
-
-CHUNK = 65_536
-"""Archive rows turned into Python events at a time."""
-PARALLEL_MIN_EVENTS = 200_000
-"""With the default worker count, smaller archives replay in-process (forking costs more)."""
-_UNIT = "__streamfs_unit"
-_ARRIVAL_ORDER = [("arrival_time", "ascending"), ("partition", "ascending"), ("offset", "ascending")]
-_EVENT_ORDER = [("event_time", "ascending"), *_ARRIVAL_ORDER]
 
 
 @dataclass(slots=True)
@@ -89,106 +79,6 @@ class Replay:
     mode: Mode
     events_per_bucket: int
     workers: int | None = None
-
-
-def default_workers() -> int:
-    """The CPUs this process may run on."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
-
-
-def point_in_time(request: Replay) -> list[pa.Array]:
-    """One typed column per requested feature, in label order (null for null-key labels)."""
-    n = len(request.keys)
-    kinds = [layout.feature_type(request.view, feature) for feature in request.features]
-    distinct: dict[Key, None] = {key: None for key in request.keys if key is not None}
-    if not distinct:
-        return [pa.nulls(n, kind) for kind in kinds]
-    total = sum(pq.ParquetFile(f.path).metadata.num_rows for f in request.files)
-    workers = _worker_count(request.workers, total)
-    if request.view.transform is not None:
-        buckets = 1
-    else:
-        buckets = max(1, math.ceil(total / request.events_per_bucket))
-        buckets = math.ceil(buckets / workers) * workers  # every worker gets a share
-        buckets = min(buckets, len(distinct))
-    bucket_of = {key: index % buckets for index, key in enumerate(distinct)}
-    keys: list[list[Key]] = [[] for _ in range(buckets)]
-    for known, bucket in bucket_of.items():
-        keys[bucket].append(known)
-    members: list[list[int]] = [[] for _ in range(buckets)]
-    for index, key in enumerate(request.keys):
-        if key is not None:
-            members[bucket_of[key]].append(index)
-    plan = _Plan(request, kinds, keys, members)
-    processes = min(workers, buckets)
-    can_fork = "fork" in multiprocessing.get_all_start_methods()
-    if processes > 1 and can_fork and not multiprocessing.current_process().daemon:  # daemons can't fork
-        results = _in_processes(plan, processes)
-    else:
-        results = [plan.run(bucket) for bucket in range(buckets)]
-    return _assemble(n, kinds, results)
-
-
-def _worker_count(workers: int | None, total: int) -> int:
-    if workers is None:
-        return default_workers() if total >= PARALLEL_MIN_EVENTS else 1
-    return max(1, workers)
-
-
-BucketResult = tuple[np.ndarray[Any, np.dtype[np.int64]], list[pa.Array]]
-"""A bucket's label indices and, per feature, its values for those labels."""
-
-
-@dataclass(slots=True)
-class _Plan:
-    request: Replay
-    kinds: list[pa.DataType]
-    keys: list[list[Key]]
-    members: list[list[int]]
-
-    def run(self, bucket: int) -> BucketResult:
-        request = self.request
-        labels = np.asarray(self.members[bucket], dtype=np.int64)
-        columns: list[list[Any]] = [[None] * len(labels) for _ in request.features]
-        _replay_bucket(request, self.keys[bucket], labels, columns)
-        arrays = [pa.array(values, kind) for values, kind in zip(columns, self.kinds, strict=True)]
-        return labels, arrays
-
-
-_FORKED: _Plan | None = None
-"""The plan forked workers inherit (set just before the pool starts)."""
-
-
-def _run_forked(bucket: int) -> BucketResult:
-    assert _FORKED is not None
-    return _FORKED.run(bucket)
-
-
-def _in_processes(plan: _Plan, processes: int) -> list[BucketResult]:
-    global _FORKED
-    _FORKED = plan
-    try:
-        context = multiprocessing.get_context("fork")
-        with context.Pool(processes, maxtasksperchild=1) as pool:
-            return pool.map(_run_forked, range(len(plan.keys)), chunksize=1)
-    finally:
-        _FORKED = None
-
-
-def _assemble(n: int, kinds: list[pa.DataType], results: list[BucketResult]) -> list[pa.Array]:
-    labels = np.concatenate([indices for indices, _ in results])
-    where = np.full(n, -1, dtype=np.int64)
-    where[labels] = np.arange(len(labels), dtype=np.int64)
-    take = pa.array(where, mask=where < 0)
-    out = []
-    for position, kind in enumerate(kinds):
-        chunks = [arrays[position] for _, arrays in results]
-        values = pa.concat_arrays(chunks) if chunks else pa.array([], kind)
-        out.append(values.take(take))
-    return out
 
 
 # ---------------------------------------------------------------------- one bucket
@@ -209,7 +99,7 @@ class _Bucket:
     label_keys: list[Key]
 
 
-def _replay_bucket(request: Replay, keys: list[Key], labels: Times, columns: list[list[Any]]) -> None:
+def replay_bucket(request: Replay, keys: list[Key], labels: Times, columns: list[list[Any]]) -> None:
     bucket = _prepare(request, keys, labels)
     if request.mode == "as_served":
         _as_served(request, bucket, columns)
@@ -222,22 +112,22 @@ def _prepare(request: Replay, keys: list[Key], labels: Times) -> _Bucket:
     bucket_index = {key: i for i, key in enumerate(keys)}
     label_of = np.asarray([bucket_index[request.keys[int(i)]] for i in labels], dtype=np.int64)  # type: ignore[index]
     if view.transform is not None:
-        table = _read(request, None)
+        table = read_rows(view, request.files, None)
         row_units = np.zeros(table.num_rows, dtype=np.int64)
         units_of_keys = np.zeros(len(keys), dtype=np.int64)
         unit_count = 1
     else:
-        value_set = _key_values(view, keys)
-        table = _read(request, value_set)
-        row_units = np.asarray(table.column(_UNIT).to_numpy(), dtype=np.int64)
+        value_set = key_values(view, keys)
+        table = read_rows(view, request.files, value_set)
+        row_units = np.asarray(table.column(UNIT).to_numpy(), dtype=np.int64)
         # Distinct keys can share a unit (composite keys joined as text may collide): a unit is
         # then several keys replayed together, which changes no key's answers.
         units_of_keys = np.asarray(pc.index_in(value_set, value_set=value_set).to_numpy(), dtype=np.int64)
         unit_count = len(keys)
-    if _UNIT not in table.column_names:
-        table = table.append_column(_UNIT, pa.array(row_units, pa.int64()))
-    table = table.sort_by([(_UNIT, "ascending"), *_ARRIVAL_ORDER])
-    units = np.asarray(table.column(_UNIT).to_numpy(), dtype=np.int64)
+    if UNIT not in table.column_names:
+        table = table.append_column(UNIT, pa.array(row_units, pa.int64()))
+    table = table.sort_by([(UNIT, "ascending"), *ARRIVAL_ORDER])
+    units = np.asarray(table.column(UNIT).to_numpy(), dtype=np.int64)
     edges = np.searchsorted(units, np.arange(unit_count + 1, dtype=np.int64), side="left").astype(np.int64)
     label_units = units_of_keys[label_of]
     label_times = request.times[labels]
@@ -259,7 +149,7 @@ def _prepare(request: Replay, keys: list[Key], labels: Times) -> _Bucket:
 
 def _as_served(request: Replay, bucket: _Bucket, columns: list[list[Any]]) -> None:
     table, units = bucket.table, bucket.units
-    cuts = _cuts(units, _ms(table, "arrival_time"), bucket.label_units, bucket.label_times)
+    cuts = label_cuts(units, ms(table, "arrival_time"), bucket.label_units, bucket.label_times)
     # Each unit's rows up to its latest label's cut (labels are sorted by unit, then time).
     reach = bucket.starts.copy()
     reach[bucket.label_units] = cuts
@@ -274,7 +164,7 @@ def _event_time(request: Replay, bucket: _Bucket, columns: list[list[Any]]) -> N
     unit_count = len(bucket.starts)
     latest = np.full(unit_count, np.iinfo(np.int64).min, dtype=np.int64)
     latest[bucket.label_units] = bucket.label_times  # sorted: the last write is the unit's latest
-    event_times = _ms(table, "event_time")
+    event_times = ms(table, "event_time")
     relevant = event_times <= latest[units]
     rows = np.arange(table.num_rows, dtype=np.int64)
     # stop[u]: one past the unit's last relevant row in arrival order; pass 1 needs rows before it.
@@ -292,24 +182,24 @@ def _event_time(request: Replay, bucket: _Bucket, columns: list[list[Any]]) -> N
     rejected: list[int] = []
     if pass_one.any():
         chosen = table.filter(pa.array(pass_one))
-        for batch in _Cursor(chosen, view).advance(chosen.num_rows):
+        for batch in Cursor(chosen, view).advance(chosen.num_rows):
             for rejection in first.process(batch, rows=False).rejected:
                 position = rejection.position
                 assert position is not None
-                rejected.append(_position_id(position.partition, position.offset))
+                rejected.append(position_id(position.partition, position.offset))
     keep = relevant
     if rejected:
-        ids = _position_id(
+        ids = position_id(
             table.column("partition").to_numpy().astype(np.int64), table.column("offset").to_numpy()
         )
         keep = relevant & ~(pass_one & np.isin(ids, np.asarray(rejected, dtype=np.int64)))
-    accepted = table.filter(pa.array(keep)).sort_by([(_UNIT, "ascending"), *_EVENT_ORDER])
-    accepted_units = np.asarray(accepted.column(_UNIT).to_numpy(), dtype=np.int64)
+    accepted = table.filter(pa.array(keep)).sort_by([(UNIT, "ascending"), *EVENT_ORDER])
+    accepted_units = np.asarray(accepted.column(UNIT).to_numpy(), dtype=np.int64)
     edges = np.searchsorted(accepted_units, np.arange(unit_count + 1, dtype=np.int64), side="left")
 
     # Pass 2, event-time order: every accepted event with event time ≤ t, then evaluate at t.
     second = ViewEngine(view)
-    cuts = _cuts(accepted_units, _ms(accepted, "event_time"), bucket.label_units, bucket.label_times)
+    cuts = label_cuts(accepted_units, ms(accepted, "event_time"), bucket.label_units, bucket.label_times)
     reach = edges[1:].astype(np.int64)  # every accepted row of a unit is ≤ its latest label
     unseen = _answer_labels(
         request, second, ViewEngine.evaluate, accepted, accepted_units, reach, cuts, bucket, columns
@@ -369,7 +259,7 @@ def _answer_labels(
     prefix = np.zeros(table.num_rows + 1, dtype=np.int64)
     np.cumsum(needed, out=prefix[1:])
     chosen = table.filter(pa.array(needed)) if not needed.all() else table
-    cursor = _Cursor(chosen, request.view)
+    cursor = Cursor(chosen, request.view)
     process = engine.process
     features = request.features
     unseen: list[int] = []
@@ -433,7 +323,7 @@ def _read_on(
     else:
         latest = np.full(len(data.starts), np.iinfo(np.int64).min, dtype=np.int64)
         latest[data.label_units] = data.label_times
-        rest = wanted[data.units] & (_ms(data.table, "event_time") > latest[data.units])
+        rest = wanted[data.units] & (ms(data.table, "event_time") > latest[data.units])
     rows = np.flatnonzero(rest)  # grouped by unit, each in arrival order
     units = data.units[rows]
     rank = np.arange(len(rows), dtype=np.int64) - np.searchsorted(units, units, side="left")
@@ -445,7 +335,7 @@ def _read_on(
         if not step.any():
             return
         chosen = data.table.take(pa.array(rows[step]))
-        for batch in _Cursor(chosen, request.view).advance(chosen.num_rows):
+        for batch in Cursor(chosen, request.view).advance(chosen.num_rows):
             engine.process(batch, rows=False)
         taken, size = taken + size, 2 * size
         waiting = {
@@ -453,113 +343,3 @@ def _read_on(
             for unit, keys in waiting.items()
             if (left := [key for key in keys if engine.watermark(key) is None])
         }
-
-
-# ---------------------------------------------------------------------- archive access
-
-
-def _read(request: Replay, value_set: pa.Array | None) -> pa.Table:
-    """The archive rows of the used fields; with a key value set only the rows of those keys,
-    with their unit (the key's index in the set) in column _UNIT. One multi-threaded scan over
-    all files (per-file reads cost more in overhead than in decoding), filtered batch by batch."""
-    view = request.view
-    if view.transform is None:
-        fields = list(dict.fromkeys([*view.entity.join_keys, *(f.field for f in view.features if f.field)]))
-    else:
-        fields = list(view.source.schema.model_fields)
-    columns = ["topic", "partition", "offset", "arrival_time", "event_time", *fields]
-    paths = [data_file.path for data_file in request.files]
-    if not paths:
-        empty = {name: pa.array([], type=pa.int64()) for name in columns}
-        if value_set is not None:
-            empty[_UNIT] = pa.array([], type=pa.int64())
-        return pa.table(empty)
-    schema = pa.unify_schemas([pq.read_schema(path) for path in paths], promote_options="default")
-    scanner = ds.dataset([str(path) for path in paths], schema=schema, format="parquet").scanner(
-        columns=[name for name in columns if name in schema.names]
-    )
-    parts = []
-    for batch in scanner.to_batches():
-        part = pa.Table.from_batches([batch])
-        if value_set is not None:
-            codes = pc.index_in(_row_keys(part, view, value_set.type), value_set=value_set)
-            found = pc.is_valid(codes)
-            part = part.filter(found).append_column(_UNIT, pc.cast(codes.filter(found), pa.int64()))
-        parts.append(part)
-    if parts:
-        return pa.concat_tables(parts)
-    table = scanner.to_table()
-    return table if value_set is None else table.append_column(_UNIT, pa.array([], pa.int64()))
-
-
-def _key_values(view: FeatureView, keys: list[Key]) -> pa.Array:
-    """The keys as one Arrow array of the archive's key type (composite keys joined as text)."""
-    names = view.entity.join_keys
-    parts = [
-        pa.array([key[i] for key in keys], layout.key_type(view.source, name)) for i, name in enumerate(names)
-    ]
-    return parts[0] if len(parts) == 1 else _joined(parts)
-
-
-def _row_keys(table: pa.Table, view: FeatureView, kind: pa.DataType) -> Any:
-    names = view.entity.join_keys
-    if len(names) == 1:
-        column = table.column(names[0])
-        return column if column.type == kind else pc.cast(column, kind)
-    return _joined([table.column(name) for name in names])
-
-
-def _joined(parts: Sequence[pa.Array | pa.ChunkedArray]) -> Any:
-    """Composite keys as one text column; \\x1f cannot occur in a cast number and rarely in text,
-    and a false match only replays two keys as one unit (which changes neither's answers)."""
-    return pc.binary_join_element_wise(*[pc.cast(part, pa.string()) for part in parts], "\x1f")
-
-
-def _cuts(row_units: Times, row_times: Times, label_units: Times, label_times: Times) -> Times:
-    """Per label, one past the last row of its unit with time ≤ the label's: rows are sorted by
-    (unit, time); merged with the labels (after rows of equal time), a label's cut is the number
-    of rows before it."""
-    rows = len(row_units)
-    units = np.concatenate([row_units, label_units])
-    times = np.concatenate([row_times, label_times])
-    is_label = np.concatenate([np.zeros(rows, dtype=np.int8), np.ones(len(label_units), dtype=np.int8)])
-    order = np.lexsort((is_label, times, units))
-    at = np.flatnonzero(order >= rows)
-    cuts = np.empty(len(label_units), dtype=np.int64)
-    cuts[order[at] - rows] = at - np.arange(len(at), dtype=np.int64)
-    return cuts
-
-
-class _Cursor:
-    """Walks an archive table in order, handing out Python events; rows are converted CHUNK at
-    a time (converting per label would pay Arrow's per-call overhead a million times)."""
-
-    __slots__ = ("buffer", "buffer_start", "position", "table", "view")
-
-    def __init__(self, table: pa.Table, view: FeatureView) -> None:
-        self.table = table
-        self.view = view
-        self.position = 0
-        self.buffer: list[SourceEvent] = []
-        self.buffer_start = 0
-
-    def advance(self, stop: int) -> Iterator[list[SourceEvent]]:
-        """The events of rows [position, stop), in order, in one or more lists."""
-        while self.position < stop:
-            end = self.buffer_start + len(self.buffer)
-            if self.position >= end:
-                self.buffer_start = self.position
-                size = min(CHUNK, self.table.num_rows - self.position)
-                self.buffer = events_from_table(self.table.slice(self.position, size), self.view.source)
-                end = self.buffer_start + len(self.buffer)
-            upto = min(stop, end)
-            yield self.buffer[self.position - self.buffer_start : upto - self.buffer_start]
-            self.position = upto
-
-
-def _ms(table: pa.Table, column: str) -> Times:
-    return np.asarray(table.column(column).cast(pa.int64()).to_numpy(), dtype=np.int64)
-
-
-def _position_id(partition: Any, offset: Any) -> Any:
-    return partition * (1 << 42) + offset
