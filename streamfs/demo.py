@@ -68,7 +68,7 @@ def main() -> int:
     result = client.get_features(refs, cards, as_of=newest)
     print(f"{'card':<14}" + "".join(f"{r.split(':')[1]:>32}" for r in refs))
     for card, row in zip(cards, result.to_dicts(), strict=True):
-        print(f"{card:<14}" + "".join(f"{row[r.split(':')[1]]!s:>32}" for r in refs))
+        print(f"{card:<14}" + "".join(f"{_shown(row[r.split(':')[1]]):>32}" for r in refs))
     later = client.get_features(
         refs, cards[:1], as_of=int(newest.timestamp() * 1000) + 2 * 3_600_000
     ).to_dicts()[0]
@@ -80,6 +80,15 @@ def main() -> int:
     for row in sample.to_pylist():
         print("  ", row)
     return 0
+
+
+def _shown(value: object) -> str:
+    """A value for the table: floats to 10 significant digits (an exact sum of binary amounts is
+    often one ulp from the decimal a reader expects, e.g. 15827.880000000001)."""
+    if not isinstance(value, float):
+        return str(value)
+    text = format(value, ".10g")
+    return text if any(c in text for c in ".enia") else text + ".0"  # 12.0, not 12
 
 
 if __name__ == "__main__":
