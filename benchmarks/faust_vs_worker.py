@@ -43,6 +43,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from pipelines.payments import generate
 from streamfs.keys import encode_key
 from streamfs.offline import scan_features
+from streamfs.produce import produce_waiting
 from streamfs.services import EmbeddedKafka, EmbeddedRedis
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -205,12 +206,7 @@ def produce(kafka: str, topic: str, n: int, keys: int, partitions: int) -> int:
     count = 0
     for event in generate(n, keys=keys, start=start, seed=11, late_fraction=0.01):
         key = encode_key([event["card_id"]]).encode()  # keyed like EventProducer: by the entity
-        while True:
-            try:
-                producer.produce(topic, value=orjson.dumps(event), key=key)
-                break
-            except BufferError:
-                producer.poll(0.05)
+        produce_waiting(producer, topic, value=orjson.dumps(event), key=key)
         count += 1
     producer.flush(60)
     return count

@@ -60,6 +60,7 @@ from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
 
 from pipelines.payments import card_activity, generate  # noqa: E402
 from streamfs.keys import encode_key  # noqa: E402
+from streamfs.produce import produce_waiting  # noqa: E402
 from streamfs.registry import Pipeline  # noqa: E402
 from streamfs.runner import Worker, WorkerOptions  # noqa: E402
 from streamfs.services import EmbeddedKafka, EmbeddedRedis  # noqa: E402
@@ -90,13 +91,7 @@ def produce(bootstrap: str, events: Any) -> int:
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "batch.num.messages": 10_000})
     count = 0
     for event in events:
-        key = encode_key([event["card_id"]]).encode()
-        while True:
-            try:
-                producer.produce(TOPIC, value=orjson.dumps(event), key=key)
-                break
-            except BufferError:
-                producer.poll(0.05)
+        produce_waiting(producer, TOPIC, value=orjson.dumps(event), key=encode_key([event["card_id"]]).encode())
         count += 1
     producer.flush(60)
     return count

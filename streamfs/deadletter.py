@@ -16,6 +16,7 @@ from confluent_kafka import KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from streamfs.errors import ServiceError
+from streamfs.produce import produce_waiting
 from streamfs.records import Rejected
 
 DLQ_SUFFIX = ".dlq"
@@ -69,17 +70,14 @@ class DeadLetterWriter:
                     ("streamfs.partition", str(item.position.partition).encode()),
                     ("streamfs.offset", str(item.position.offset).encode()),
                 ]
-            while True:
-                try:
-                    self._producer.produce(
-                        dead_letter_topic(source_topic),
-                        value=item.raw,
-                        headers=headers,
-                        on_delivery=self._delivered,
-                    )
-                    break
-                except BufferError:
-                    self._producer.poll(0.1)
+            produce_waiting(
+                self._producer,
+                dead_letter_topic(source_topic),
+                wait_s=0.1,
+                value=item.raw,
+                headers=headers,
+                on_delivery=self._delivered,
+            )
             count += 1
         self.pending += count
         self._producer.poll(0)

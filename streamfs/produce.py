@@ -1,6 +1,7 @@
 """Publishing events the way streamfs expects them: JSON values, keyed by the topic's entity.
 
-Applications can use any Kafka client; this helper is for the demo, benchmarks and tests. The
+Applications can use any Kafka client; EventProducer is for the demo, benchmarks and tests, and
+produce_waiting (backpressure from librdkafka's local queue) serves every producer here. The
 message key is the entity key of the views reading the topic (keys.encode_key), so one entity's
 events land in one partition, which is what per-entity order and state need.
 """
@@ -15,6 +16,17 @@ from confluent_kafka import Producer
 
 from streamfs.keys import encode_key
 from streamfs.registry import Pipeline
+
+
+def produce_waiting(producer: Producer, topic: str, *, wait_s: float = 0.05, **message: Any) -> None:
+    """Producer.produce(topic, **message), polling `wait_s` at a time while librdkafka's local
+    queue is full (BufferError) instead of failing."""
+    while True:
+        try:
+            producer.produce(topic, **message)
+            return
+        except BufferError:
+            producer.poll(wait_s)
 
 
 class EventProducer:
@@ -32,12 +44,7 @@ class EventProducer:
         value = orjson.dumps(event)
         for topic in topics if topics is not None else self.pipeline.topics:
             key = encode_key([event.get(name) for name in self._key_fields[topic]])
-            while True:
-                try:
-                    self._producer.produce(topic, value=value, key=key.encode())
-                    break
-                except BufferError:
-                    self._producer.poll(0.05)
+            produce_waiting(self._producer, topic, value=value, key=key.encode())
         self._producer.poll(0)
 
     def send_all(self, events: Iterable[Mapping[str, Any]], topics: Sequence[str] | None = None) -> int:
