@@ -16,6 +16,8 @@ throughput  `--events` payments (pipelines.payments.generate, `--keys` Zipf-popu
                                      (fetch.queue.backoff.ms 10, as streamfs sets it / the default)
               streamfs               Worker on pipelines.payments:card_activity (13 features):
                                      consume, decode, engine, Redis + Parquet, commit
+              streamfs-<N>w          N such workers at once in one consumer group, sharing
+                                     the data directory (not run unless named in --modes)
               quix-tumbling          Quix Streams: count, sum, mean, max per card, 1 h tumbling
               quix-hopping           the same, 1 h windows hopping every 5 min
             events/s and CPU s per million events (CPU of the worker's forked checkpoint writers
@@ -91,7 +93,9 @@ def produce(bootstrap: str, events: Any) -> int:
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "batch.num.messages": 10_000})
     count = 0
     for event in events:
-        produce_waiting(producer, TOPIC, value=orjson.dumps(event), key=encode_key([event["card_id"]]).encode())
+        produce_waiting(
+            producer, TOPIC, value=orjson.dumps(event), key=encode_key([event["card_id"]]).encode()
+        )
         count += 1
     producer.flush(60)
     return count
@@ -112,14 +116,19 @@ class Clock:
     def __init__(self) -> None:
         self.wall = 0.0
         self.cpu = 0.0
+        self.started_at = 0.0
 
     def start(self) -> None:
         if not self.wall:
-            self.wall, self.cpu = time.perf_counter(), cpu_seconds()
+            self.wall, self.cpu, self.started_at = time.perf_counter(), cpu_seconds(), time.time()
 
     def result(self, events: int) -> dict[str, float]:
+        """Also the epoch seconds of the first record and of the end, to merge concurrent workers."""
         wall, cpu = time.perf_counter() - self.wall, cpu_seconds() - self.cpu
-        return {"events": events, "wall_s": wall, "cpu_s": cpu, "rss_mb": peak_rss_mb()}
+        return {
+            "events": events, "wall_s": wall, "cpu_s": cpu, "rss_mb": peak_rss_mb(),
+            "started_at": self.started_at, "ended_at": time.time(),
+        }  # fmt: skip
 
 
 def run_raw(bootstrap: str, group: str, events: int, backoff_ms: int) -> dict[str, float]:
@@ -151,15 +160,16 @@ def run_streamfs(
         settings,
         WorkerOptions(until_caught_up=True, serve_metrics=False, **options),
     )
-    clock, process = Clock(), worker.process
+    clock, process, processed = Clock(), worker.process, [0]
 
     def timed(records: Any) -> None:
         clock.start()
+        processed[0] += len(records)
         process(records)
 
     worker.process = timed  # type: ignore[method-assign]
     worker.run()
-    return clock.result(sum(worker.commit_log.read().values()))
+    return {**clock.result(sum(worker.commit_log.read().values())), "processed": processed[0]}
 
 
 def run_quix(bootstrap: str, group: str, events: int, state_dir: str, hopping: bool) -> dict[str, float]:
@@ -213,15 +223,41 @@ def child(argv: list[str]) -> None:
 def in_subprocess(
     mode: str, bootstrap: str, redis_url: str, events: int, workdir: Path, options: str = "{}"
 ) -> dict[str, Any]:
+    """One run; `streamfs-<N>w` runs N streamfs workers at once in one consumer group."""
     group = f"bench-{mode}-{time.monotonic_ns()}"
-    out = subprocess.run(
-        [sys.executable, __file__, "_child", mode, bootstrap, redis_url, group, str(events), str(workdir), options],
-        capture_output=True, text=True, timeout=3600, cwd=workdir, check=False,
-    )  # fmt: skip
-    for line in out.stdout.splitlines():
-        if line.startswith("RESULT "):
-            return {"mode": mode, **json.loads(line.removeprefix("RESULT "))}
-    return {"mode": mode, "error": (out.stderr or out.stdout)[-1500:]}
+    workers = int(mode.removeprefix("streamfs-").removesuffix("w")) if mode.endswith("w") else 1
+    child_mode = "streamfs" if workers > 1 else mode
+    children = []
+    for _ in range(workers):  # sharing one data directory (the offline store), as a deployment does
+        argv = [sys.executable, __file__, "_child", child_mode, bootstrap, redis_url, group, str(events)]
+        argv += [str(workdir), options]
+        children.append(
+            subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=workdir)
+        )
+    results: list[dict[str, Any]] = []
+    for process in children:
+        stdout, stderr = process.communicate(timeout=3600)
+        found = [line for line in stdout.splitlines() if line.startswith("RESULT ")]
+        if not found:
+            return {"mode": mode, "error": (stderr or stdout)[-1500:]}
+        results.append(json.loads(found[-1].removeprefix("RESULT ")))
+    return {"mode": mode, **merge_concurrent(results)}
+
+
+def merge_concurrent(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """Workers of one group as one run: from the first record any worker saw to the last end.
+
+    Each worker reports the offsets the group's shared commit log holds when it stops, so the
+    last one to stop reports them all."""
+    if len(results) == 1:
+        return results[0]
+    started = min(r["started_at"] for r in results if r["started_at"])
+    ended = max(r["ended_at"] for r in results)
+    return {
+        "events": max(r["events"] for r in results), "wall_s": ended - started,
+        "cpu_s": sum(r["cpu_s"] for r in results), "rss_mb": max(r["rss_mb"] for r in results),
+        "processed": [r["processed"] for r in results],
+    }  # fmt: skip
 
 
 def throughput(args: argparse.Namespace, tmp: Path) -> None:
@@ -236,7 +272,8 @@ def throughput(args: argparse.Namespace, tmp: Path) -> None:
         if args.skip_quix:
             modes = [m for m in modes if not m.startswith("quix")]
         if args.modes:
-            modes = [m for m in modes if m in args.modes.split(",")]
+            wanted = args.modes.split(",")
+            modes = [m for m in modes if m in wanted] + [m for m in wanted if m.startswith("streamfs-")]
         print(
             f"{'run':<16} {'events':>9} {'s':>7} {'events/s':>10} {'CPU s / M events':>17} {'peak RSS MB':>12}"
         )
@@ -267,7 +304,8 @@ def throughput(args: argparse.Namespace, tmp: Path) -> None:
 def print_run(mode: str, r: dict[str, Any]) -> None:
     print(
         f"{mode:<16} {r['events']:>9,.0f} {r['wall_s']:>7.1f} {r['events'] / r['wall_s']:>10,.0f} "
-        f"{r['cpu_s'] / r['events'] * 1e6:>17.1f} {r['rss_mb']:>12.0f}",
+        f"{r['cpu_s'] / r['events'] * 1e6:>17.1f} {r['rss_mb']:>12.0f}"
+        + (f"   records per worker {r['processed']}" if isinstance(r.get("processed"), list) else ""),
         flush=True,
     )
 
