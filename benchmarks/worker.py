@@ -31,6 +31,7 @@ freshness   a fresh broker and Redis; a worker subprocess; payments produced at 
             flush is "appended") and a reader polls FeatureClient until the card's amount_last
             shows it. Reported: p50 / p99 / max of appended → readable, with the worker's Redis
             writes coalesced every 250 ms (online_interval_s, fixed) and adaptive (the default).
+            `--freshness-workers N` runs N workers in one group (the warm-up then lasts 15 s).
 recovery    `--recovery-keys` cards with 3 payments each through a worker (4 partitions), then
             Worker.recover of every partition timed (a) from the shutdown checkpoint and (b) with
             the checkpoints removed (the whole event archive replayed).
@@ -335,11 +336,13 @@ def freshness_run(args: argparse.Namespace, tmp: Path, adaptive: bool, fetch_wai
     with EmbeddedKafka(die_with_parent=True) as kafka, EmbeddedRedis(die_with_parent=True) as redis_service:
         create_topic(kafka.address, args.partitions)
         data_dir = tmp / f"fresh-{int(adaptive)}-{fetch_wait}"
-        worker = subprocess.Popen(
-            [sys.executable, "-c", WORKER_SCRIPT, kafka.address, redis_service.address, str(data_dir),
-             f"fresh-{time.monotonic_ns()}", "1" if adaptive else "0", fetch_wait, args.worker_options],
-            env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=tmp,
-        )  # fmt: skip
+        group = f"fresh-{time.monotonic_ns()}"
+        argv = [sys.executable, "-c", WORKER_SCRIPT, kafka.address, redis_service.address, str(data_dir),
+                group, "1" if adaptive else "0", fetch_wait, args.worker_options]  # fmt: skip
+        environment = {**os.environ, "PYTHONPATH": str(ROOT)}
+        workers = [  # one consumer group sharing the data directory
+            subprocess.Popen(argv, env=environment, cwd=tmp) for _ in range(args.freshness_workers)
+        ]
         load = Producer({"bootstrap.servers": kafka.address, "linger.ms": 5})
         probes = Producer({"bootstrap.servers": kafka.address, "linger.ms": 0})
         client = FeatureClient(redis_service.address, [card_activity])
@@ -372,8 +375,8 @@ def freshness_run(args: argparse.Namespace, tmp: Path, adaptive: bool, fetch_wai
                 seconds = 15.0 if rate == 0 else args.freshness_seconds
                 begin, sent, probe_no = time.perf_counter(), 0, 0
                 while time.perf_counter() - begin < seconds:
-                    if rate == 0 and latencies:
-                        break
+                    if rate == 0 and latencies and len(workers) == 1:
+                        break  # (several workers: the whole warm-up, so every one has joined)
                     elapsed = time.perf_counter() - begin
                     now_iso = datetime.now(UTC).isoformat()
                     while sent < rate * elapsed:
@@ -409,8 +412,10 @@ def freshness_run(args: argparse.Namespace, tmp: Path, adaptive: bool, fetch_wai
                     flush=True,
                 )
         finally:
-            worker.terminate()
-            worker.wait(60)
+            for worker in workers:
+                worker.terminate()
+            for worker in workers:
+                worker.wait(60)
             client.close()
 
 
@@ -477,6 +482,7 @@ def main() -> None:
         default="fixed-500,fixed-10,adaptive-10",
         help="Redis writes fixed 250 ms or adaptive, and fetch.wait.max.ms (500 = default)",
     )
+    parser.add_argument("--freshness-workers", type=int, default=1, help="workers in the group")
     parser.add_argument("--recovery-keys", type=int, default=100_000)
     parser.add_argument("--skip-quix", action="store_true")
     parser.add_argument("--modes", default="", help="throughput runs to do, e.g. raw-10ms,raw-1000ms")
