@@ -25,6 +25,10 @@ from streamfs.settings import Settings
 EXIT_OK = 0
 EXIT_NOT_RUNNING = 1
 EXIT_ERROR = 2
+EXIT_MISMATCH = 1
+"""verify: some feature's match rate is below the threshold."""
+EXIT_INTERRUPTED = 130
+"""Ctrl-C; for backfill, stopped by SIGINT/SIGTERM after a checkpoint (the same command resumes)."""
 
 if TYPE_CHECKING:
     Subparsers: TypeAlias = argparse._SubParsersAction[argparse.ArgumentParser]
@@ -110,9 +114,6 @@ def _print_report(report: dev.DevReport, state_dir: Path) -> int:
 
 
 # --------------------------------------------------------------------------------------------
-# the parser and the entry point
-
-# --------------------------------------------------------------------------------------------
 # streamfs run PIPELINE
 
 
@@ -188,12 +189,6 @@ def _status(args: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------------------------------
 # streamfs training-set --labels FILE --features REFS --out FILE --pipeline PIPELINE
-# streamfs backfill PIPELINE, streamfs verify PIPELINE (the offline commands)
-
-EXIT_MISMATCH = 1
-"""verify: some feature's match rate is below the threshold."""
-EXIT_INTERRUPTED = 130
-"""backfill: stopped by SIGINT/SIGTERM after a checkpoint; the same command resumes it."""
 
 
 def _add_training_set(subparsers: Subparsers) -> None:
@@ -328,6 +323,10 @@ def _verify(args: argparse.Namespace) -> int:
     return EXIT_OK if report.ok else EXIT_MISMATCH
 
 
+# --------------------------------------------------------------------------------------------
+# argument types, the parser and the entry point
+
+
 def _split(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
 
@@ -386,7 +385,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_ERROR
     except KeyboardInterrupt:
         print("streamfs: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":
