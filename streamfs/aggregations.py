@@ -32,7 +32,6 @@ def exact_ratio(numerator: int, exponent: int, divisor: int) -> float:
     return numerator / (divisor << -exponent)
 
 
-
 def empty_result(function: str) -> Any:
     """What a feature reads as over an empty window."""
     return 0 if function in ("count", "count_distinct", "sum") else None

@@ -3,8 +3,8 @@
 A checkpoint says "the engine state of these views after consuming this partition up to (not
 including) `offset`". Recovery loads the newest checkpoint at or below the committed offset and
 replays the event archive from there to the committed offset, so checkpoints can be taken far
-less often than commits. Files are written atomically (streamfs.durable). Python's json
-is used because exact sums are integers beyond 64 bits.
+less often than commits. Files are written atomically (streamfs.durable), as the engine's
+snapshot JSON (streamfs.engine.snapshot.to_json).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from streamfs import durable
+from streamfs.engine import snapshot as snapshots_json
 
 _NAME = re.compile(r"^o(\d{15})\.json$")
 
@@ -36,7 +37,7 @@ class CheckpointStore:
         directory = self._dir(topic, partition)
         path = directory / f"o{offset:015d}.json"
         record = {"topic": topic, "partition": partition, "offset": offset, "views": snapshots}
-        durable.write_bytes(path, json.dumps(record).encode())
+        durable.write_bytes(path, snapshots_json.to_json(record))
         for old in self._offsets(topic, partition)[: -self.keep]:
             (directory / f"o{old:015d}.json").unlink(missing_ok=True)
         return path
@@ -53,8 +54,7 @@ class CheckpointStore:
         for offset in reversed(self._offsets(topic, partition)):
             if offset <= at_most:
                 path = self._dir(topic, partition) / f"o{offset:015d}.json"
-                with open(path, encoding="utf-8") as handle:
-                    data = json.load(handle)
+                data = snapshots_json.from_json(path.read_bytes())
                 return offset, data["views"]
         return None
 

@@ -18,7 +18,6 @@ snapshots and continues, so an interrupted run ends with exactly the rows of an 
 from __future__ import annotations
 
 import fcntl
-import json
 import os
 import shutil
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ import redis
 from streamfs import durable
 from streamfs.definitions import FeatureView
 from streamfs.engine import ViewEngine
+from streamfs.engine import snapshot as snapshots_json
 from streamfs.errors import OfflineError
 from streamfs.offline import OfflineWriter, layout
 from streamfs.offline.writer import truncate_files
@@ -142,9 +142,8 @@ class ViewJob:
 
     def _read_state(self) -> dict[str, Any] | None:
         try:
-            with open(self.state_path, encoding="utf-8") as handle:
-                data: dict[str, Any] = json.load(handle)
-                return data
+            data: dict[str, Any] = snapshots_json.from_json(self.state_path.read_bytes())
+            return data
         except FileNotFoundError:
             return None
 
@@ -216,7 +215,7 @@ class ViewJob:
             "counters": vars(self.counters),
             "snapshots": snapshots,
         }
-        durable.write_bytes(self.state_path, json.dumps(state).encode())
+        durable.write_bytes(self.state_path, snapshots_json.to_json(state))
 
     def remove(self) -> None:
         """The run is installed: delete its staging and state (keep the lock file's directory)."""

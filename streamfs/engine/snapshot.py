@@ -1,19 +1,33 @@
-"""Engine state as plain values (lists, tuples, ints, floats, strings) and back.
+"""Engine state as plain values (lists, tuples, ints, floats, strings) and back, and as JSON.
 
-Snapshots are what checkpoints store (JSON via Python's json: exact sums are integers beyond
-64 bits). Tiles are stored as per-feature partials (GroupAggregator.partials), which keeps the
-format stable when the in-memory layout of a group's partial changes.
+Snapshots are what checkpoints and backfill state store, as JSON written by `to_json`: Python's
+json, because exact sums are integers beyond 64 bits, with datetimes, dates and Decimals (inputs
+and values of min/max/first/last/count_distinct over such fields) tagged by streamfs.tagged.
+Tiles are stored as per-feature partials (GroupAggregator.partials), which keeps the format
+stable when the in-memory layout of a group's partial changes.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from streamfs.engine.compiled import CompiledView
 from streamfs.engine.state import Key, KeyState
 from streamfs.errors import StateError
+from streamfs.tagged import freeze, thaw
 
 SNAPSHOT_FORMAT = 1
+
+
+def to_json(document: Any) -> bytes:
+    """A document holding snapshots as JSON bytes (any value a snapshot may hold is carried exactly)."""
+    return json.dumps(document, default=freeze).encode()
+
+
+def from_json(raw: bytes | str) -> Any:
+    """The inverse of `to_json`."""
+    return json.loads(raw, object_hook=thaw)
 
 
 def snapshot_states(

@@ -7,7 +7,7 @@ This module is the only place that knows how features sit in Redis (docs/storage
 * its value — compact JSON ``[fingerprint, max_time, events, written_ms, exotic, groups]`` where
   ``groups`` is ``[[starts, values], ...]``, one step function per window group (engine order).
   Reads evaluate the step function at ``max(as_of, max_time)``, so values decay with time even
-  when no event arrives. ``exotic`` is 1 when some value needed a tag (see `_freeze`), so the
+  when no event arrives. ``exotic`` is 1 when some value needed a tag (see streamfs.tagged), so the
   common case decodes with one ``orjson.loads`` and nothing else.
 * ``<ns>:views`` — a hash: view name → JSON metadata (`ViewMeta`), so a client can read without
   importing the pipeline.
@@ -20,10 +20,8 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_right
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
-from decimal import Decimal
 from hashlib import blake2b
 from typing import Any, NamedTuple
 
@@ -31,12 +29,12 @@ import orjson
 
 from streamfs.definitions import FeatureView
 from streamfs.engine import ServingState, ViewEngine
+from streamfs.tagged import TAG, THAW, freeze
 
 NAMESPACE = "sfs"
 META_FORMAT = 1
 _INT64_MIN = -(2**63)
 _UINT64_MAX = 2**64 - 1
-_TAG = "~"
 
 
 # --------------------------------------------------------------------------- key names
@@ -154,7 +152,7 @@ def encode_entry(state: ServingState, fingerprint: str, written_ms: int) -> byte
         for row in rows:
             for index, value in enumerate(row):
                 if not _is_plain(value):
-                    row[index] = _freeze(value)
+                    row[index] = freeze(value)
                     exotic = 1
     return orjson.dumps([fingerprint, state.max_time, state.events, written_ms, exotic, groups])
 
@@ -189,39 +187,12 @@ def _is_plain(value: Any) -> bool:
     return False
 
 
-def _freeze(value: Any) -> dict[str, str]:
-    """A value JSON cannot carry exactly, as {"~": type, "v": text}."""
-    if isinstance(value, int):
-        return {_TAG: "int", "v": str(value)}
-    if isinstance(value, float):
-        return {_TAG: "float", "v": repr(value)}
-    if isinstance(value, datetime):
-        return {_TAG: "datetime", "v": value.isoformat()}
-    if isinstance(value, date):
-        return {_TAG: "date", "v": value.isoformat()}
-    if isinstance(value, Decimal):
-        return {_TAG: "decimal", "v": str(value)}
-    raise TypeError(
-        f"the online store cannot hold a feature value of type {type(value).__name__} ({value!r}); "
-        "use str, int, float, bool, datetime, date or Decimal fields"
-    )
-
-
-_THAW: dict[str, Callable[[str], Any]] = {
-    "int": int,
-    "float": float,
-    "datetime": datetime.fromisoformat,
-    "date": date.fromisoformat,
-    "decimal": Decimal,
-}
-
-
 def _thaw_groups(groups: list[list[Any]]) -> list[list[Any]]:
     for _starts, rows in groups:
         for row in rows:
             for index, value in enumerate(row):
                 if type(value) is dict:
-                    row[index] = _THAW[value[_TAG]](value["v"])
+                    row[index] = THAW[value[TAG]](value["v"])
     return groups
 
 

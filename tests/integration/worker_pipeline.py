@@ -40,6 +40,7 @@ account_activity = FeatureView(
         Aggregate("amount", "max", window="1d", hop="1h"),
         Aggregate("shop", "count_distinct", window="1d", hop="1h"),
         Aggregate("amount", "last"),
+        Aggregate("ts", "max", window="1h", hop="5m"),  # a datetime value: in tiles, buffers, checkpoints
     ],
     ttl="7d",
 )

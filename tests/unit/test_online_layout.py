@@ -103,7 +103,7 @@ def test_values_json_cannot_carry_round_trip_through_tags(value: Any) -> None:
 
 
 def test_unsupported_values_fail_loudly_at_write_time() -> None:
-    with pytest.raises(TypeError, match="cannot hold a feature value of type list"):
+    with pytest.raises(TypeError, match="cannot store a feature value of type list"):
         encode_entry(state([([1], 1), (1, 2), (3, 4)]), "fp", 1)
 
 
