@@ -4,7 +4,8 @@ Shows the two kinds of transform a view can apply to each validated event before
 it (a transform is ``Callable[[dict], dict | None]``):
 
 * deriving fields: :func:`with_action_flags` adds 0/1 columns so one view can count views,
-  cart adds and purchases side by side with plain ``sum`` aggregates;
+  cart adds and purchases side by side with plain ``sum`` aggregates (``transform_fields``
+  declares their type, which the schema cannot);
 * filtering: :func:`purchases_only` returns None for everything but purchases, so the
   ``product_sales`` view aggregates revenue without a ``price is None`` case.
 
@@ -75,6 +76,10 @@ def with_action_flags(event: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+ACTION_FLAGS = {"is_view": int, "is_cart_add": int, "is_purchase": int}
+"""The fields with_action_flags adds, with their types (FeatureView.transform_fields)."""
+
+
 def purchases_only(event: dict[str, Any]) -> dict[str, Any] | None:
     """Keep purchases that carry a price; filter out everything else."""
     if event["action"] != "purchase" or event["price"] is None:
@@ -87,6 +92,7 @@ user_engagement = FeatureView(
     entity=user,
     source=clicks,
     transform=with_action_flags,
+    transform_fields=ACTION_FLAGS,
     features=[
         Aggregate(None, "count", window="10m", hop="1m"),
         Aggregate(None, "count", window="1h", hop="5m"),
@@ -110,6 +116,7 @@ product_popularity = FeatureView(
     entity=product,
     source=clicks_by_product,
     transform=with_action_flags,
+    transform_fields=ACTION_FLAGS,
     features=[
         Aggregate("is_view", "sum", window="1h", hop="5m", name="views_1h"),
         Aggregate("is_view", "sum", window="24h", hop="1h", name="views_24h"),

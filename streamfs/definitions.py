@@ -19,7 +19,7 @@ import re
 import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime
+from datetime import date, datetime
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from pydantic import (
@@ -56,6 +56,9 @@ ORDERED_AGGREGATIONS = frozenset({"min", "max"})
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 
 EventTransform = Callable[[dict[str, Any]], "dict[str, Any] | None"]
+
+STORABLE_TYPES: tuple[type, ...] = (bool, int, float, str, bytes, datetime, date)
+"""Field types the whole path can hold: the archive, the feature log, Redis and checkpoints."""
 """A row-level transform: takes the validated event as a dict, returns the (possibly changed)
 dict, or None to filter the event out of the view. An exception rejects the event."""
 
@@ -308,6 +311,9 @@ class FeatureView(_Definition):
     source: KafkaSource
     features: tuple[Aggregate, ...]
     transform: EventTransform | None = None
+    transform_fields: Mapping[str, type] = Field(default_factory=dict)
+    """The type of each field `transform` adds that a feature reads, e.g. {"amount_eur": float}:
+    the schema cannot say, and the feature log, Redis and checkpoints need to know."""
     ttl: int | None = None
     """Milliseconds without an accepted event after which the entity reads as absent."""
     owner: str = ""
@@ -325,6 +331,7 @@ class FeatureView(_Definition):
             source: KafkaSource,
             features: Sequence[Aggregate],
             transform: EventTransform | None = None,
+            transform_fields: Mapping[str, type] = ...,
             ttl: Duration | None = None,
             owner: str = "",
             description: str = "",
@@ -370,23 +377,51 @@ class FeatureView(_Definition):
                     f"entity {self.entity.name!r} join key {key!r} is not a field of "
                     f"{source.schema_.__name__} (fields: {', '.join(fields)})"
                 )
+        self._check_transform_fields()
         for index, feature in enumerate(self.features):
             if feature.field is None:
                 continue
             where = f"features[{index}] ({feature.name})"
-            if feature.field not in fields and self.transform is None:
+            if feature.field not in fields and feature.field not in self.transform_fields:
+                hint = ""
+                if self.transform is not None:
+                    example = f"transform_fields={{{feature.field!r}: float}}"
+                    hint = f"; if the transform adds it, declare its type, e.g. {example}"
                 raise ValueError(
                     f"{where}: field {feature.field!r} is not in {source.schema_.__name__} "
-                    f"(fields: {', '.join(fields)})"
+                    f"(fields: {', '.join(fields)}){hint}"
                 )
-            base = source.field_type(feature.field)
-            numeric = feature.function in NUMERIC_AGGREGATIONS and feature.field in fields
+            base = self.field_type(feature.field)
+            numeric = feature.function in NUMERIC_AGGREGATIONS and base is not None
             if numeric and base not in (int, float):
                 raise ValueError(
                     f"{where}: {feature.function!r} needs a numeric field; "
                     f"{feature.field!r} is {getattr(base, '__name__', base)}"
                 )
         return self
+
+    def _check_transform_fields(self) -> None:
+        schema = self.source.schema_
+        if self.transform_fields and self.transform is None:
+            raise ValueError("transform_fields types the fields a transform adds, but there is no transform")
+        for name, kind in self.transform_fields.items():
+            if name in schema.model_fields:
+                raise ValueError(
+                    f"transform_fields[{name!r}]: {name!r} is a field of {schema.__name__}, "
+                    "which gives its type"
+                )
+            if kind not in STORABLE_TYPES:
+                allowed = ", ".join(t.__name__ for t in STORABLE_TYPES)
+                raise ValueError(
+                    f"transform_fields[{name!r}]: {getattr(kind, '__name__', kind)} values cannot be stored; "
+                    f"use one of {allowed}"
+                )
+
+    def field_type(self, name: str) -> type | None:
+        """The base type of a field the view reads: from the source schema, else transform_fields."""
+        if name in self.source.schema_.model_fields:
+            return self.source.field_type(name)
+        return self.transform_fields.get(name)
 
     def __hash__(self) -> int:
         # pydantic's frozen hash covers every field, and `tags` is a dict; equal views agree on these.

@@ -1,6 +1,6 @@
 """Values JSON cannot carry exactly, written as ``{"~": type, "v": text}`` and read back.
 
-Feature values and engine state hold datetimes, dates and Decimals when a view aggregates such
+Feature values and engine state hold datetimes, dates, bytes and Decimals when a view aggregates such
 fields (min, max, first, last, count_distinct, or any feature's buffered input), and integers
 beyond 64 bits or non-finite floats that some JSON encoders refuse. The Redis entries
 (streamfs.online.layout) and the engine's snapshots in checkpoints and backfill state
@@ -9,6 +9,7 @@ beyond 64 bits or non-finite floats that some JSON encoders refuse. The Redis en
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Callable
 from datetime import date, datetime
 from decimal import Decimal
@@ -29,9 +30,11 @@ def freeze(value: Any) -> dict[str, str]:
         return {TAG: "date", "v": value.isoformat()}
     if isinstance(value, Decimal):
         return {TAG: "decimal", "v": str(value)}
+    if isinstance(value, bytes):
+        return {TAG: "bytes", "v": base64.b64encode(value).decode("ascii")}
     raise TypeError(
         f"streamfs cannot store a feature value of type {type(value).__name__} ({value!r}); "
-        "use str, int, float, bool, datetime, date or Decimal fields"
+        "use str, int, float, bool, bytes, datetime, date or Decimal fields"
     )
 
 
@@ -41,6 +44,7 @@ THAW: dict[str, Callable[[str], Any]] = {
     "datetime": datetime.fromisoformat,
     "date": date.fromisoformat,
     "decimal": Decimal,
+    "bytes": base64.b64decode,
 }
 
 

@@ -50,7 +50,8 @@ class CompiledView:
     ordered_slots: tuple[int, ...]
     hashed_slots: tuple[int, ...]
     typed_slots: tuple[tuple[int, tuple[type, ...]], ...] = ()
-    """min/max inputs whose schema type is known: (slot, the types that compare with it)."""
+    """Inputs whose type is known and must be checked: (slot, the exact value types it takes).
+    min/max inputs always; with a transform, every input (numeric ones are checked apart)."""
     time_slots: tuple[int, ...] = ()
     """Inputs that may hold datetimes (schema type datetime, or not in the schema)."""
     stat_slots: tuple[int, ...] = ()
@@ -68,7 +69,7 @@ class CompiledView:
         numeric: set[int] = set()
         ordered: set[int] = set()
         hashed: set[int] = set()
-        integers = {slot for slot, name in enumerate(inputs) if view.source.field_type(name) is int}
+        integers = {slot for slot, name in enumerate(inputs) if view.field_type(name) is int}
         for index, aggregate in enumerate(view.features):
             slot = -1 if aggregate.field is None else inputs.index(aggregate.field)
             spec = WindowSpec(aggregate.window, aggregate.hop)
@@ -95,11 +96,14 @@ class CompiledView:
             for spec, (tiled, distinct) in windows.items()
         )
         typed: list[tuple[int, tuple[type, ...]]] = []
-        for slot in sorted(ordered - numeric):
-            base = view.source.field_type(inputs[slot])
-            if base is not None:
-                typed.append((slot, (int, float) if base in (int, float) else (base,)))
-        times = [slot for slot, name in enumerate(inputs) if view.source.field_type(name) in (datetime, None)]
+        # Schema fields are validated by pydantic; what a transform returns is checked here, so a
+        # value the sinks cannot hold (a numpy scalar, a UUID) rejects its event, not the batch.
+        checked = range(len(inputs)) if view.transform is not None else sorted(ordered - numeric)
+        for slot in checked:
+            base = view.field_type(inputs[slot])
+            if base is not None and slot not in numeric:
+                typed.append((slot, _ACCEPTED.get(base, (base,))))
+        times = [slot for slot, name in enumerate(inputs) if view.field_type(name) in (datetime, None)]
         return cls(
             order=_view_order(view, groups),
             view=view,
@@ -138,7 +142,7 @@ class CompiledView:
                 return f"field {compiled.input_fields[slot]!r} is NaN, which has no order"
         for slot, types in compiled.typed_slots:
             value = values[slot]
-            if value is not None and not isinstance(value, types):
+            if value is not None and type(value) not in types:
                 expected = " or ".join(t.__name__ for t in types)
                 return f"field {compiled.input_fields[slot]!r} must be {expected}, got {type(value).__name__}"
         for slot in compiled.hashed_slots:
@@ -164,6 +168,10 @@ class CompiledView:
     def group_features(self) -> list[list[str]]:
         """Feature names of each window group, in the order group values hold them."""
         return [[f.name for f in (*g.tiled, *g.distinct)] for g in self.groups]
+
+
+_ACCEPTED: dict[type, tuple[type, ...]] = {float: (float, int), int: (int,), datetime: (datetime,)}
+"""The exact value types a field of each type takes (an int is a fine float; a bool is no int)."""
 
 
 def _view_order(view: FeatureView, groups: tuple[WindowGroup, ...]) -> Callable[[list[Any]], tuple[Any, ...]]:

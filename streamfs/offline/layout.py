@@ -148,13 +148,13 @@ def feature_type(view: FeatureView, feature: str) -> pa.DataType:
         return pa.int64()
     if aggregate.field is None:  # only count has no field
         return pa.int64()
-    base = view.source.field_type(aggregate.field)
+    base = view.field_type(aggregate.field)
     if function == "sum":
         return pa.int64() if base is int else pa.float64()
     if function in ("mean", "stddev", "stddev_pop", "variance", "variance_pop"):
         return pa.float64()
     arrow = arrow_type(base)
-    if arrow is None:  # a field a transform adds: the schema cannot say; store it as text
+    if arrow is None:  # an annotation more complex than one type (a union of several, say)
         return pa.string()
     return arrow
 

@@ -29,10 +29,19 @@ account = Entity("account", join_keys=["account"])
 txns = KafkaSource(
     "txns", topic=TOPIC, schema=Txn, timestamp_field="ts", allowed_lateness="1m", max_message_bytes=10_000
 )
+
+
+def with_cents(event: dict[str, Any]) -> dict[str, Any]:
+    """A derived field (its type declared in transform_fields), so worker tests cover transforms."""
+    return {**event, "amount_cents": round(event["amount"] * 100)}
+
+
 account_activity = FeatureView(
     "account_activity",
     entity=account,
     source=txns,
+    transform=with_cents,
+    transform_fields={"amount_cents": int},
     features=[
         Aggregate(None, "count", window="10m", hop="1m"),
         Aggregate("amount", "sum", window="1h", hop="5m"),
@@ -41,6 +50,7 @@ account_activity = FeatureView(
         Aggregate("shop", "count_distinct", window="1d", hop="1h"),
         Aggregate("amount", "last"),
         Aggregate("ts", "max", window="1h", hop="5m"),  # a datetime value: in tiles, buffers, checkpoints
+        Aggregate("amount_cents", "max", window="1h", hop="5m"),  # an int from the transform
     ],
     ttl="7d",
 )

@@ -289,11 +289,38 @@ def test_feature_field_must_be_in_the_schema() -> None:
         view(Aggregate(None, "count"), Aggregate("price", "sum"))
 
 
-def test_transform_may_derive_fields_not_in_the_schema() -> None:
-    def add_fee(event: dict[str, Any]) -> dict[str, Any]:
-        return {**event, "fee": event["amount"] * 0.01}
+def add_fee(event: dict[str, Any]) -> dict[str, Any]:
+    return {**event, "fee": event["amount"] * 0.01}
 
-    assert view(Aggregate("fee", "sum"), transform=add_fee).transform is add_fee
+
+def test_transform_may_derive_fields_not_in_the_schema_with_their_types() -> None:
+    derived = view(
+        Aggregate("fee", "sum"), Aggregate("fee", "max"), transform=add_fee, transform_fields={"fee": float}
+    )
+    assert derived.transform is add_fee and derived.field_type("fee") is float
+    assert derived.field_type("amount") is float and derived.field_type("nope") is None
+
+
+def test_a_derived_field_without_its_type_is_named_with_the_fix() -> None:
+    with pytest.raises(
+        DefinitionError,
+        match=r"features\[0\] \(fee_max\): field 'fee' is not in Payment .*declare its type, "
+        r"e.g. transform_fields=\{'fee': float\}",
+    ):
+        view(Aggregate("fee", "max"), transform=add_fee)
+
+
+def test_transform_fields_must_be_storable_new_and_need_a_transform() -> None:
+    with pytest.raises(DefinitionError, match=r"transform_fields\['fee'\]: list values cannot be stored"):
+        view(Aggregate("fee", "last"), transform=add_fee, transform_fields={"fee": list})
+    with pytest.raises(
+        DefinitionError, match=r"transform_fields\['amount'\]: 'amount' is a field of Payment"
+    ):
+        view(Aggregate("amount", "last"), transform=add_fee, transform_fields={"amount": int})
+    with pytest.raises(DefinitionError, match="there is no transform"):
+        view(Aggregate("amount", "last"), transform_fields={"fee": float})
+    with pytest.raises(DefinitionError, match="'sum' needs a numeric field; 'fee' is str"):
+        view(Aggregate("fee", "sum"), transform=add_fee, transform_fields={"fee": str})
 
 
 @pytest.mark.parametrize("function", ["sum", "mean", "stddev", "variance"])

@@ -7,6 +7,7 @@ time and an offset in arrival order, so "later arrival" means "later in the list
 from __future__ import annotations
 
 import math
+import uuid
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from fractions import Fraction
@@ -34,11 +35,16 @@ class Payment(BaseModel):
     paid_at: datetime | None = None
     day: date | None = None
     fee: Decimal | None = None
+    blob: bytes | None = None
     ts: int
 
 
 def view(
-    *features: Aggregate, lateness: int = 0, ttl: int | None = None, transform: Any = None
+    *features: Aggregate,
+    lateness: int = 0,
+    ttl: int | None = None,
+    transform: Any = None,
+    transform_fields: dict[str, type] | None = None,
 ) -> FeatureView:
     source = KafkaSource(
         "payments", topic="payments", schema=Payment, timestamp_field="ts", allowed_lateness=lateness
@@ -50,6 +56,7 @@ def view(
         features=features,
         ttl=ttl,
         transform=transform,
+        transform_fields=transform_fields or {},
     )
 
 
@@ -348,6 +355,38 @@ def test_wrong_type_for_min_max_is_rejected() -> None:
     assert len(result.rows) == 2
 
 
+def test_transform_outputs_of_another_type_are_rejected_one_by_one() -> None:
+    """What a transform returns is checked against the schema and transform_fields: a value the
+    sinks could not hold (a UUID, a float subclass such as numpy's) rejects its event only."""
+
+    class Float(float):
+        pass
+
+    outputs: dict[int, Any] = {1: 1.5, 2: uuid.UUID(int=1), 3: Float(2.5), 4: 3, 5: 5.0, 6: None, 7: 4.0}
+
+    def derive(fields: dict[str, Any]) -> dict[str, Any]:
+        return {**fields, "rate": outputs[fields["ts"]], "merchant": 7 if fields["ts"] == 5 else "m"}
+
+    features = [Aggregate("rate", "max"), Aggregate("merchant", "count_distinct")]
+    engine = ViewEngine(view(*features, transform=derive, transform_fields={"rate": float}))
+    s = Stream()  # offsets 1, 2, ... as the times
+    result = engine.process([s.at(t) for t in outputs])
+    assert [(r.position.offset, r.reason) for r in result.rejected if r.position] == [
+        (2, BAD_VALUE),
+        (3, BAD_VALUE),
+        (5, BAD_VALUE),
+    ]
+    assert "field 'rate' must be float or int, got UUID" in result.rejected[0].detail
+    assert "got Float" in result.rejected[1].detail
+    assert "field 'merchant' must be str, got int" in result.rejected[2].detail
+    assert [(r.event_time, r.values) for r in result.rows] == [
+        (1, (1.5, 1)),
+        (4, (3, 1)),
+        (6, (3, 1)),
+        (7, (4.0, 1)),
+    ]
+
+
 def test_transform_errors_are_rejected_and_none_filters() -> None:
     def transform(fields: dict[str, Any]) -> dict[str, Any] | None:
         if fields.get("amount") is None:
@@ -417,7 +456,7 @@ def test_rows_survive_snapshot_json_restore() -> None:
         assert rows + _rows(second, [events[cut:]]) == whole
 
 
-def test_snapshots_carry_datetimes_dates_and_decimals_through_json() -> None:
+def test_snapshots_carry_datetimes_dates_decimals_and_bytes_through_json() -> None:
     """Such values sit in tiles (min, max, last), count_distinct maps and buffered inputs; JSON
     has no type for them, so snapshots tag them (a checkpoint once failed with a TypeError)."""
     features = [
@@ -427,6 +466,8 @@ def test_snapshots_carry_datetimes_dates_and_decimals_through_json() -> None:
         Aggregate("day", "count_distinct", window="1h", hop="10m"),
         Aggregate("fee", "min", window="1h", hop="10m"),
         Aggregate("fee", "first"),
+        Aggregate("blob", "last"),
+        Aggregate("blob", "count_distinct", window="1h", hop="10m"),
     ]
     definition = view(*features, lateness=20 * MIN)
     stream = Stream()
@@ -436,12 +477,14 @@ def test_snapshots_carry_datetimes_dates_and_decimals_through_json() -> None:
             paid_at=datetime(2026, 1, 1, minute % 3, tzinfo=UTC),
             day=date(2026, 1, 1 + minute % 2),
             fee=Decimal(f"0.{minute:02d}0"),
+            blob=bytes([minute % 4, 255]),
         )
         for minute in (5, 17, 12, 30, 44, 40, 61, 75)
     ]
     whole = _rows(ViewEngine(definition), [events])
     assert whole[-1][2] == (
-        datetime(2026, 1, 1, 2, tzinfo=UTC), 3, date(2026, 1, 2), 2, Decimal("0.300"), Decimal("0.050")
+        datetime(2026, 1, 1, 2, tzinfo=UTC), 3, date(2026, 1, 2), 2,
+        Decimal("0.300"), Decimal("0.050"), b"\x03\xff", 4,
     )  # fmt: skip
     for cut in range(len(events) + 1):
         first = ViewEngine(definition)

@@ -92,6 +92,7 @@ def test_encoding_is_deterministic_but_for_the_write_time() -> None:
         datetime(2024, 5, 1, 12, 30, 1, 5000, tzinfo=UTC),
         date(2024, 5, 1),
         Decimal("1.10"),
+        b"\x00\xff raw",
     ],
 )
 def test_values_json_cannot_carry_round_trip_through_tags(value: Any) -> None:
