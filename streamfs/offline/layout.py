@@ -29,6 +29,7 @@ from streamfs.definitions import FeatureView, KafkaSource
 __all__ = [
     "DAY_MS",
     "TIMESTAMP",
+    "VALUE_TIMESTAMP",
     "DataFile",
     "archive_dir",
     "archive_schema",
@@ -44,6 +45,9 @@ FEATURES = "features"
 ARCHIVE = "archive"
 DAY_MS = 86_400_000
 TIMESTAMP = pa.timestamp("ms", tz="UTC")
+"""event_time and arrival_time: streamfs keeps time in epoch milliseconds."""
+VALUE_TIMESTAMP = pa.timestamp("us", tz="UTC")
+"""Datetime fields and features: Python's full precision, so stored values equal served ones."""
 POSITION_COLUMNS = ("topic", "partition", "offset")
 _FILE = re.compile(r"^p(\d{4,})-o(\d{12,})-(\d{12,})\.parquet$")
 _DATE_DIR = re.compile(r"^date=(\d{4}-\d{2}-\d{2})$")
@@ -54,7 +58,7 @@ _ARROW_TYPES: dict[type, pa.DataType] = {
     int: pa.int64(),
     float: pa.float64(),
     str: pa.string(),
-    datetime: TIMESTAMP,
+    datetime: VALUE_TIMESTAMP,
     bytes: pa.binary(),
     date: pa.date32(),
 }

@@ -8,7 +8,7 @@ inclusive and `end` exclusive, on event time.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,8 @@ from streamfs.definitions import FeatureView, KafkaSource
 from streamfs.durations import datetime_to_ms, ms_to_datetime
 from streamfs.offline import layout
 from streamfs.records import Position, SourceEvent
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 __all__ = [
     "TimeBound",
@@ -136,9 +138,16 @@ def events_from_table(table: pa.Table, source: KafkaSource) -> list[SourceEvent]
 
 
 def _python_values(column: pa.ChunkedArray) -> list[Any]:
-    """Column values as Python objects; timestamps as aware UTC datetimes (datetime.UTC)."""
-    if pa.types.is_timestamp(column.type):
-        return [None if ms is None else ms_to_datetime(ms) for ms in column.cast(pa.int64()).to_pylist()]
+    """Column values as Python objects; timestamps as aware UTC datetimes (datetime.UTC): ms for
+    event and arrival times, µs for datetime fields."""
+    kind = column.type
+    if pa.types.is_timestamp(kind):
+        ticks = column.cast(pa.int64()).to_pylist()
+        if kind.unit == "ms":
+            return [None if ms is None else ms_to_datetime(ms) for ms in ticks]
+        if kind.unit == "us":
+            return [None if us is None else _EPOCH + timedelta(microseconds=us) for us in ticks]
+        return [None if value is None else value.astimezone(UTC) for value in column.to_pylist()]
     return list(column.to_pylist())
 
 

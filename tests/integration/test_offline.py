@@ -21,7 +21,7 @@ from streamfs.definitions import Aggregate, Entity, FeatureView, KafkaSource
 from streamfs.durations import datetime_to_ms
 from streamfs.engine import ViewEngine
 from streamfs.offline import OfflineWriter, archived_events, scan_archive, scan_features
-from streamfs.offline.layout import TIMESTAMP
+from streamfs.offline.layout import TIMESTAMP, VALUE_TIMESTAMP
 from streamfs.records import Position, SourceEvent
 
 
@@ -66,7 +66,7 @@ EXPECTED_TYPES = {
     "qty_sum_1d": pa.int64(),
     "amount_mean_1d": pa.float64(),
     "note_count_distinct": pa.int64(),
-    "shipped_max": TIMESTAMP,
+    "shipped_max": VALUE_TIMESTAMP,
     "paid_last": pa.bool_(),
     "note_first": pa.string(),
 }
@@ -85,7 +85,11 @@ def orders(partition: int, first_offset: int, n: int) -> list[SourceEvent]:
             "qty": None if i % 6 == 5 else i,
             "paid": None if i % 7 == 6 else i % 2 == 0,
             "note": None if i % 3 == 2 else f"n{i % 4}",
-            "shipped": None if i % 2 else ts.astimezone(timezone(timedelta(hours=5, minutes=30))),
+            "shipped": None  # microseconds: stored exactly, as Redis and the engine hold them
+            if i % 2
+            else (ts + timedelta(microseconds=1_001 * i + 7)).astimezone(
+                timezone(timedelta(hours=5, minutes=30))
+            ),
             "ts": ts,
         }
         arrival = datetime_to_ms(START) + 60_000 * i
@@ -153,7 +157,7 @@ def test_feature_log_read_by_four_readers(written: tuple[Path, list[SourceEvent]
     assert pa.types.is_timestamp(by_duckdb.schema.field("shipped_max").type)  # DuckDB reads µs
 
     by_polars = polars.scan_parquet(glob, hive_partitioning=True).collect()
-    assert str(by_polars.schema["shipped_max"]) == "Datetime(time_unit='ms', time_zone='UTC')"
+    assert str(by_polars.schema["shipped_max"]) == "Datetime(time_unit='us', time_zone='UTC')"
     assert sort(by_polars.select(columns).to_arrow()).to_pylist() == expected.to_pylist()
 
     files = sorted((root / "features").rglob("*.parquet"))
@@ -161,9 +165,9 @@ def test_feature_log_read_by_four_readers(written: tuple[Path, list[SourceEvent]
         [str(f) for f in files], root=str(root / "features" / "user_orders")
     )
     frame = by_fastparquet.to_pandas()
-    for column in ("event_time", "arrival_time", "shipped_max"):
+    for column, unit in (("event_time", "ms"), ("arrival_time", "ms"), ("shipped_max", "us")):
         # fastparquet reads isAdjustedToUTC timestamps as naive datetime64 holding UTC wall time.
-        assert str(frame[column].dtype) in ("datetime64[ms]", "datetime64[ms, UTC]")
+        assert str(frame[column].dtype) in (f"datetime64[{unit}]", f"datetime64[{unit}, UTC]")
         if frame[column].dt.tz is None:
             frame[column] = frame[column].dt.tz_localize("UTC")
     assert str(frame["qty_sum_1d"].dtype) == "int64"

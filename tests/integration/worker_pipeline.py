@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import random
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pydantic import AwareDatetime, BaseModel
@@ -69,5 +69,9 @@ def generate(
             "account": f"a{rng.randrange(accounts):03d}",
             "shop": f"s{rng.randrange(20)}",
             "amount": round(rng.uniform(1, 200), 2),
-            "ts": datetime.fromtimestamp((t - jitter) / 1000, tz=UTC).isoformat(),
+            # sub-millisecond digits (not from rng, which would change the stream): event time is in ms,
+            # the ts_max_1h feature keeps them
+            "ts": (
+                datetime.fromtimestamp((t - jitter) / 1000, tz=UTC) + timedelta(microseconds=t * 7919 % 1000)
+            ).isoformat(),
         }
