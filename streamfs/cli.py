@@ -145,15 +145,11 @@ def _add_run(subparsers: Subparsers) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    import logging
-
+    from streamfs import logs
     from streamfs.runner import WorkerOptions, run_worker
 
     settings = Settings.load()
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format='{"time":"%(asctime)s","level":"%(levelname)s","logger":"%(name)s","message":"%(message)s"}',
-    )
+    logs.configure(settings.log_level)
     options = WorkerOptions(
         batch_size=args.batch_size,
         commit_interval_s=args.commit_interval,
