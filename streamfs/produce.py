@@ -40,7 +40,9 @@ class EventProducer:
         }
 
     def send(self, event: Mapping[str, Any], topics: Sequence[str] | None = None) -> None:
-        """Publish one event to `topics` (default: every topic of the pipeline whose schema it fits)."""
+        """Publish one event (JSON) to `topics` (default: every topic of the pipeline), keyed by the
+        topic's entity, so each entity's events share a partition. It is not validated here: the
+        workers validate it, and send an event a topic's schema rejects to that topic's DLQ."""
         value = orjson.dumps(event)
         for topic in topics if topics is not None else self.pipeline.topics:
             key = encode_key([event.get(name) for name in self._key_fields[topic]])
