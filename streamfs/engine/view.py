@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from streamfs.aggregations import empty_result
-from streamfs.definitions import FeatureView
+from streamfs.definitions import Aggregate, FeatureView
 from streamfs.engine import snapshot as snapshots
 from streamfs.engine.compiled import CompiledView
 from streamfs.engine.ingest import accept, add_to_complete, ingest_buffered, ingest_newest
@@ -234,14 +234,26 @@ class ViewEngine:
         self._dirty[partition] = set()
 
     def fingerprint(self) -> str:
-        """Identifies the parts of the definition that shape state: features, keys, lateness."""
+        """Identifies the parts of the definition that shape state: features, keys, lateness, and
+        whether a sum's field is an int (an exact int, not a binary fraction, in its tiles)."""
         parts = [
             self.name,
             ",".join(self.compiled.key_fields),
             str(self.compiled.lateness),
-            *(f"{f.field}:{f.function}:{f.window}:{f.hop}:{f.name}" for f in self.view.features),
+            *(
+                f"{f.field}:{f.function}:{f.window}:{f.hop}:{f.name}{self._int_sum(f)}"
+                for f in self.view.features
+            ),
         ]
         return "|".join(parts)
+
+    def _int_sum(self, feature: Aggregate) -> str:
+        integer = (
+            feature.function == "sum"
+            and feature.field is not None
+            and self.view.field_type(feature.field) is int
+        )
+        return ":int" if integer else ""
 
 
 class Engine:

@@ -503,6 +503,21 @@ def test_snapshot_of_a_different_definition_is_refused() -> None:
         new.restore(old.snapshot(0))
 
 
+def test_snapshot_of_a_sum_whose_field_changed_from_int_to_float_is_refused() -> None:
+    """Tiles hold an int sum as an int and a float sum as a binary fraction: not interchangeable."""
+
+    def with_count(fields: dict[str, Any]) -> dict[str, Any]:
+        return {**fields, "n": 1}
+
+    def as_int(kind: type) -> FeatureView:
+        return view(Aggregate("n", "sum", window="1h"), transform=with_count, transform_fields={"n": kind})
+
+    old = ViewEngine(as_int(int))
+    run(old, [Stream().at(1)])
+    with pytest.raises(StateError, match="different definition"):
+        ViewEngine(as_int(float)).restore(old.snapshot(0))
+
+
 def test_state_is_per_partition() -> None:
     engine = ViewEngine(view(Aggregate(None, "count")))
     s = Stream()
