@@ -13,6 +13,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from streamfs.errors import ConfigError
+
 FRESHNESS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 
@@ -99,7 +101,13 @@ class HealthServer:
     def __init__(self, metrics: WorkerMetrics, port: int, host: str = "0.0.0.0") -> None:  # noqa: S104
         self.metrics = metrics
         handler = _handler_for(metrics)
-        self.server = ThreadingHTTPServer((host, port), handler)
+        try:
+            self.server = ThreadingHTTPServer((host, port), handler)
+        except OSError as exc:  # typically a second worker on the same host and port
+            raise ConfigError(
+                f"cannot serve /metrics on port {port}: {exc.strerror or exc}; give each worker on a "
+                "host its own STREAMFS_METRICS_PORT (0 picks a free one) or run it with --no-metrics"
+            ) from None
         self.port = self.server.server_address[1]
         self.thread = threading.Thread(target=self.server.serve_forever, name="streamfs-health", daemon=True)
 

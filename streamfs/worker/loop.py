@@ -106,6 +106,7 @@ class Worker:
         self.dead_letters.ensure_topics(admin, self.pipeline.topics)
         if self.options.serve_metrics:
             self._health = HealthServer(self.metrics, self.settings.metrics_port).start()
+            log.info("serving /metrics, /healthz and /readyz on port %d", self._health.port)
         self.reader = KafkaReader(
             self.settings.consumer_config(),
             self.pipeline.topics,
@@ -137,6 +138,11 @@ class Worker:
         if not committed:
             log.error("stopped with output flushed but the final offset commit failed; a restart replays it")
         return 0 if committed else 1
+
+    @property
+    def metrics_port(self) -> int | None:
+        """The port /metrics, /healthz and /readyz are served on (None when not serving)."""
+        return None if self._health is None else self._health.port
 
     def request_stop(self) -> None:
         """Stop after the current batch (then flush and commit): what SIGTERM/SIGINT do."""
