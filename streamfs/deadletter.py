@@ -2,9 +2,9 @@
 
 Headers carry the reason (one of records.REJECTION_REASONS), a human-readable detail, the view
 that rejected it (if any) and the source topic/partition/offset; the value is the original
-message bytes, untouched, so a fixed consumer can replay it. Delivery is confirmed before the
-worker commits offsets (flush in the commit protocol), so a rejection is never lost; after a
-crash it may be delivered twice (dead letters are at-least-once).
+message bytes, untouched (up to MAX_VALUE_BYTES), so a fixed consumer can replay it. Delivery
+is confirmed before the worker commits offsets (flush in the commit protocol), so a rejection
+is never lost; after a crash it may be delivered twice (dead letters are at-least-once).
 """
 
 from __future__ import annotations
@@ -20,6 +20,11 @@ from streamfs.produce import produce_waiting
 from streamfs.records import Rejected
 
 DLQ_SUFFIX = ".dlq"
+MAX_VALUE_BYTES = 512 * 1024
+"""The most of a rejected message's bytes a dead letter carries. A source topic may allow bigger
+messages than the dead-letter topic and producer do (1 MB by default); a longer message's head
+goes, with `streamfs.truncated` and `streamfs.original_bytes` headers (its source position says
+where the whole message is)."""
 
 
 def dead_letter_topic(topic: str) -> str:
@@ -70,11 +75,16 @@ class DeadLetterWriter:
                     ("streamfs.partition", str(item.position.partition).encode()),
                     ("streamfs.offset", str(item.position.offset).encode()),
                 ]
+            value = item.raw
+            if value is not None and len(value) > MAX_VALUE_BYTES:
+                size = str(len(value)).encode()
+                headers += [("streamfs.truncated", b"1"), ("streamfs.original_bytes", size)]
+                value = value[:MAX_VALUE_BYTES]
             produce_waiting(
                 self._producer,
                 dead_letter_topic(source_topic),
                 wait_s=0.1,
-                value=item.raw,
+                value=value,
                 headers=headers,
                 on_delivery=self._delivered,
             )

@@ -99,3 +99,27 @@ def test_kill_9_and_restart_changes_nothing(pipe: Any, settings: Settings) -> No
         print(sorted(str(p.relative_to(settings.data_dir)) for p in settings.data_dir.rglob("*")))
     assert got == expected
     assert_online_matches(settings, pipe, engine)
+
+
+def test_a_message_too_big_for_the_dead_letter_topic_is_truncated(pipe: Any, settings: Settings) -> None:
+    """An oversized message bigger than a Kafka message may be by default (1 MB) cannot go to the
+    dead-letter topic whole: its head goes, with its size and position, and the worker goes on."""
+    from confluent_kafka import Producer
+
+    huge = b'{"account": "a001", "pad": "' + b"x" * 1_500_000 + b'"}'
+    raw = Producer({**settings.producer_config(), "message.max.bytes": 4_000_000})
+    raw.produce(pipe.TOPIC, key=b"a001", value=huge)
+    assert raw.flush(30) == 0
+    produce(pipe, settings, list(pipe.generate(200, seed=11)))
+    worker = Worker(
+        Pipeline((pipe.account_activity,)), settings, WorkerOptions(until_caught_up=True, serve_metrics=False)
+    )
+    assert worker.run() == 0
+    _, expected = expected_rows(pipe, settings)
+    assert parquet_rows(settings, pipe) == expected
+    dead = read_topic(settings, pipe.TOPIC + ".dlq", expect=10, timeout=10)
+    [oversized] = [m for m in dead if dict(m.headers())["streamfs.reason"] == b"oversized"]
+    headers = dict(oversized.headers())
+    assert headers["streamfs.original_bytes"] == str(len(huge)).encode()
+    assert headers["streamfs.truncated"] == b"1"
+    assert huge.startswith(oversized.value()) and 0 < len(oversized.value()) < 1_000_000
