@@ -10,6 +10,7 @@ field and the problem:
     SCHEMA_VIOLATION   JSON that is not an object, or any other schema validation error
     MISSING_TIMESTAMP  the timestamp field is absent or null
     NAIVE_TIMESTAMP    a datetime without a time zone (pydantic accepts those; streamfs does not)
+    FUTURE_TIMESTAMP   event time more than ``source.max_future`` after the arrival time
     MISSING_KEY        a join-key field the decoder was told about is absent or null
     BAD_VALUE          a float field is NaN or infinite (JSON ``NaN``/``Infinity``/``1e400`` parse)
 
@@ -49,6 +50,7 @@ from pydantic_core import ErrorDetails
 from streamfs.definitions import KafkaSource
 from streamfs.records import (
     BAD_VALUE,
+    FUTURE_TIMESTAMP,
     MISSING_KEY,
     MISSING_TIMESTAMP,
     NAIVE_TIMESTAMP,
@@ -91,6 +93,7 @@ class Decoder:
         "_has_checks",
         "_key_fields",
         "_max_bytes",
+        "_max_future",
         "_schema_name",
         "_timestamp_field",
         "_validate_json",
@@ -106,6 +109,7 @@ class Decoder:
         self._validate_python: Callable[[Any], BaseModel] = validator.validate_python
         self._custom = source.decoder
         self._max_bytes = source.max_message_bytes
+        self._max_future = source.max_future
         self._schema_name = schema.__name__
         self._timestamp_field = source.timestamp_field
         self._key_fields = frozenset(key_fields)
@@ -150,6 +154,12 @@ class Decoder:
         else:
             reason, detail = self._bad_timestamp(timestamp)
             return Rejected(reason, detail, position, value, None, arrival_time)
+        if self._max_future is not None and event_time > arrival_time + self._max_future:
+            detail = (
+                f"event time {event_time} is {event_time - arrival_time} ms after its arrival "
+                f"{arrival_time}, over the source's max_future {self._max_future} ms (a wrong clock?)"
+            )
+            return Rejected(FUTURE_TIMESTAMP, detail, position, value, None, arrival_time)
         if self._has_checks:
             problem = self._check(fields)
             if problem is not None:

@@ -152,6 +152,10 @@ class KafkaSource(_Definition):
     decoder: Callable[[bytes], Any] | None = None
     """Optional bytes -> dict function replacing the JSON decoder (Avro, Protobuf, ...)."""
     max_message_bytes: int = 1_000_000
+    max_future: int | None = None
+    """Milliseconds an event's time may lie after its arrival (the Kafka record timestamp); a
+    later one is rejected as future_timestamp. None: no limit. One event from a clock years
+    ahead would otherwise make every later event of its entity key too late."""
     description: str = ""
 
     if TYPE_CHECKING:
@@ -167,6 +171,7 @@ class KafkaSource(_Definition):
             format: Literal["json"] = "json",
             decoder: Callable[[bytes], Any] | None = None,
             max_message_bytes: int = 1_000_000,
+            max_future: Duration | None = None,
             description: str = "",
         ) -> None: ...
 
@@ -188,6 +193,16 @@ class KafkaSource(_Definition):
     @classmethod
     def _lateness(cls, value: Any) -> int:
         return to_ms(value)
+
+    @field_validator("max_future", mode="before")
+    @classmethod
+    def _max_future(cls, value: Any) -> int | None:
+        if value is None:
+            return None
+        ms = to_ms(value)
+        if ms < 0:
+            raise ValueError("max_future must not be negative")
+        return ms
 
     @model_validator(mode="after")
     def _timestamp_is_a_time(self) -> KafkaSource:

@@ -40,6 +40,7 @@ SCHEMA_VIOLATION = "schema_violation"
 MISSING_KEY = "missing_key"
 MISSING_TIMESTAMP = "missing_timestamp"
 NAIVE_TIMESTAMP = "naive_timestamp"
+FUTURE_TIMESTAMP = "future_timestamp"
 OVERSIZED = "oversized"
 TRANSFORM_FAILED = "transform_failed"
 BAD_VALUE = "bad_value"
@@ -50,6 +51,7 @@ REJECTION_REASONS = (
     MISSING_KEY,
     MISSING_TIMESTAMP,
     NAIVE_TIMESTAMP,
+    FUTURE_TIMESTAMP,
     OVERSIZED,
     TRANSFORM_FAILED,
     BAD_VALUE,

@@ -28,7 +28,7 @@ _HINT = "pipelines are Python import strings like pipelines.payments or pipeline
 
 # The source settings that decide how a topic's bytes become events; these must agree when
 # several views read one topic. Name, description and allowed_lateness may differ per view.
-_DECODING_FIELDS = ("schema_", "timestamp_field", "format", "decoder", "max_message_bytes")
+_DECODING_FIELDS = ("schema_", "timestamp_field", "format", "decoder", "max_message_bytes", "max_future")
 
 
 @dataclass(frozen=True, slots=True)

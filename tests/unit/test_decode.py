@@ -316,3 +316,13 @@ def test_custom_decoder_raising_is_undecodable() -> None:
 def test_custom_decoder_returning_a_non_object() -> None:
     source = payments_source(decoder=lambda value: [1, 2])
     rejected(b"x", records.SCHEMA_VIOLATION, source)
+
+
+def test_event_times_beyond_max_future_are_rejected() -> None:
+    guarded = payments_source(max_future="10m")
+    assert isinstance(decode(orjson.dumps(payment()), guarded), SourceEvent)  # 123 ms ahead of arrival
+    assert isinstance(decode(orjson.dumps(payment(ts="2024-05-01T12:10:00Z")), guarded), SourceEvent)
+    far = rejected(orjson.dumps(payment(ts="2031-05-01T12:00:00Z")), records.FUTURE_TIMESTAMP, guarded)
+    assert "over the source's max_future 600000 ms" in far.detail
+    rejected(orjson.dumps(payment(ts="2024-05-01T12:10:00.001Z")), records.FUTURE_TIMESTAMP, guarded)
+    assert isinstance(decode(orjson.dumps(payment(ts="2031-05-01T12:00:00Z"))), SourceEvent)  # no limit
