@@ -10,10 +10,7 @@ snapshot JSON (streamfs.engine.snapshot.to_json).
 from __future__ import annotations
 
 import json
-import os
 import re
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -94,24 +91,7 @@ class CommitLog:
         the partitions another just recorded."""
         if not offsets:
             return
-        with _exclusive(self.path.with_name(self.path.name + ".lock")):
+        with durable.exclusive_lock(self.path.with_name(self.path.name + ".lock")):
             merged = self.read()
             merged.update({f"{topic}:{partition}": offset for (topic, partition), offset in offsets.items()})
             durable.write_bytes(self.path, json.dumps(merged).encode())
-
-
-@contextmanager
-def _exclusive(lock_path: Path) -> Iterator[None]:
-    """Hold an exclusive advisory lock on `lock_path` (flock; no lock where fcntl is missing)."""
-    try:
-        import fcntl
-    except ImportError:  # not POSIX: one worker per data directory there
-        yield
-        return
-    durable.make_dirs(lock_path.parent)
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)  # closing releases the lock

@@ -3,6 +3,7 @@
 Write to a hidden temporary name in the same directory, fsync it, rename it over the target,
 then fsync the directory (and the parents of directories this created), so the rename itself
 survives a power cut. The offline store, checkpoints and the commit log all write this way.
+`exclusive_lock` is the one advisory lock for files several workers share.
 """
 
 from __future__ import annotations
@@ -62,3 +63,21 @@ def fsync_dir(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+@contextmanager
+def exclusive_lock(lock_path: Path) -> Iterator[None]:
+    """Hold an exclusive advisory lock (flock) on `lock_path`, created if missing, between the
+    processes sharing this file system; without fcntl (not POSIX) there is no lock."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: one worker per data directory there
+        yield
+        return
+    make_dirs(lock_path.parent)
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock

@@ -22,7 +22,8 @@ datetime field is ~20% of that, the Parquet write ~25%).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from operator import attrgetter, itemgetter
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,8 @@ from streamfs.records import FeatureRow, SourceEvent
 
 __all__ = ["OfflineWriter", "write_atomic"]
 
+PartitionGuard = Callable[[tuple[str, int]], AbstractContextManager[bool]]
+"""(topic, partition) -> a context yielding whether its files may be written (see flush)."""
 COMPRESSION = "zstd"
 
 
@@ -120,17 +123,32 @@ class OfflineWriter:
 
     # ------------------------------------------------------------------ flush
 
-    def flush(self) -> None:
-        """Write every buffered row and event; durable on return. Buffers are kept if it raises."""
-        for (view, topic, partition), rows in self._rows.items():
-            table = self._feature_table(view, topic, partition, rows)
-            _write_by_day(table, layout.features_dir(self.root, view), partition)
-        for (source, topic, partition), events in self._events.items():
-            table = self._archive_table(self._sources[source], topic, partition, events)
-            _write_by_day(table, layout.archive_dir(self.root, source), partition)
+    def flush(self, guard: PartitionGuard | None = None) -> list[tuple[str, int]]:
+        """Write every buffered row and event; durable on return. Buffers are kept if it raises.
+
+        With `guard`, each topic-partition's files are written inside `guard((topic, partition))`
+        and only if it yields True (the worker's ownership fence); the others' buffers are
+        dropped, and their topic-partitions returned.
+        """
+        fenced: list[tuple[str, int]] = []
+        partitions = sorted({(g[1], g[2]) for g in self._rows} | {(g[1], g[2]) for g in self._events})
+        for tp in partitions:
+            with nullcontext(True) if guard is None else guard(tp) as allowed:
+                if not allowed:
+                    fenced.append(tp)
+                    continue
+                for (view, topic, partition), rows in self._rows.items():
+                    if (topic, partition) == tp:
+                        table = self._feature_table(view, topic, partition, rows)
+                        _write_by_day(table, layout.features_dir(self.root, view), partition)
+                for (source, topic, partition), events in self._events.items():
+                    if (topic, partition) == tp:
+                        table = self._archive_table(self._sources[source], topic, partition, events)
+                        _write_by_day(table, layout.archive_dir(self.root, source), partition)
         self._rows.clear()
         self._events.clear()
         self.pending_rows = self.pending_events = 0
+        return fenced
 
     def _feature_table(self, view_name: str, topic: str, partition: int, rows: list[FeatureRow]) -> pa.Table:
         view = self.views[view_name]

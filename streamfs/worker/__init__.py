@@ -11,6 +11,7 @@ Modules, each one job, in the order a record meets them:
     commit        the commit protocol (below): flush every sink, then commit offsets
     checkpointing engine checkpoints at the offsets about to be committed
     partitions    owned partitions: positions, committed offsets, resume offsets
+    ownership     the epoch fence: only a partition's newest owner writes its Parquet files
     options       WorkerOptions and the start-up keying check
     signals       SIGTERM/SIGINT → stop after the current batch
 
@@ -19,7 +20,8 @@ offsets advance:
 
   1. Redis: the serving state of every key changed since the last write is written and
      acknowledged (this also happens between commits, as often as WorkerOptions allow).
-  2. Parquet: feature rows and archived events are flushed (fsync'd, renamed into place).
+  2. Parquet: feature rows and archived events are flushed (fsync'd, renamed into place), each
+     partition's only while this worker's ownership claim on it is the newest (ownership).
   3. Dead letters: the producer is flushed and every rejection acknowledged.
   4. Engine checkpoint (every `checkpoint_interval_s`, on revoke and at shutdown): a snapshot of
      each partition's state at exactly the offsets about to be committed (skipped for a

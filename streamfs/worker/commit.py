@@ -16,6 +16,7 @@ from streamfs.checkpoint import CommitLog
 from streamfs.deadletter import DeadLetterWriter
 from streamfs.metrics import WorkerMetrics
 from streamfs.offline import OfflineWriter
+from streamfs.offline.writer import PartitionGuard
 from streamfs.sources import KafkaReader, TopicPartitionKey
 from streamfs.worker.checkpointing import Checkpointer
 from streamfs.worker.partitions import PartitionTable
@@ -36,7 +37,11 @@ class Committer:
         commit_log: CommitLog,
         table: PartitionTable,
         metrics: WorkerMetrics,
+        guard: PartitionGuard | None = None,
+        on_fenced: Callable[[list[TopicPartitionKey]], None] = lambda partitions: None,
     ) -> None:
+        self.guard = guard
+        self.on_fenced = on_fenced
         self.write_online = write_online
         self.offline = offline
         self.dead_letters = dead_letters
@@ -60,8 +65,10 @@ class Committer:
         """
         self.write_online()
         started = time.perf_counter()
-        self.offline.flush()
+        fenced = self.offline.flush(self.guard)
         self.metrics.sink_seconds.labels("parquet").observe(time.perf_counter() - started)
+        if fenced:  # another worker claimed them: this one lost them without being told yet
+            self.on_fenced(fenced)
         self.dead_letters.flush()
         owned = self.table.owned(partitions)
         if checkpoint:

@@ -29,6 +29,7 @@ from streamfs.worker.commit import Committer
 from streamfs.worker.datapath import DataPath
 from streamfs.worker.online_sync import OnlineSync
 from streamfs.worker.options import WorkerOptions, check_co_partitioning
+from streamfs.worker.ownership import PartitionOwnership
 from streamfs.worker.partitions import PartitionTable
 from streamfs.worker.signals import stop_signals
 
@@ -52,6 +53,7 @@ class Worker:
         self.dead_letters = DeadLetterWriter(settings.producer_config())
         self.checkpoints = CheckpointStore(settings.data_dir / "checkpoints", settings.group_id)
         self.commit_log = CommitLog(settings.data_dir / "checkpoints", settings.group_id)
+        self.ownership = PartitionOwnership(settings.data_dir / "checkpoints", settings.group_id)
         self.partitions = PartitionTable(self.commit_log, self.metrics)
         self.online = OnlineSync(
             self.engine,
@@ -80,6 +82,8 @@ class Worker:
             commit_log=self.commit_log,
             table=self.partitions,
             metrics=self.metrics,
+            guard=self.ownership.writing,
+            on_fenced=self._fenced,
         )
         self.reader: KafkaReader | None = None
         self.stop_requested = False
@@ -278,6 +282,7 @@ class Worker:
         After this, `process` accepts the partition's records from offset `committed` on. `high`
         (the end offset seen now) is the target of until_caught_up.
         """
+        self.ownership.claim(tp)  # before recover truncates: a previous owner's flushes stop
         self.recover(tp, committed)
         self.partitions.take(tp, committed, high)
 
@@ -311,8 +316,17 @@ class Worker:
         log.warning("partitions lost without revoke: %s", partitions)
         self._forget(partitions)
 
+    def _fenced(self, partitions: list[TopicPartitionKey]) -> None:
+        log.warning(
+            "partitions claimed by another worker before this one was told (unflushed output "
+            "dropped; their new owner replays it): %s",
+            partitions,
+        )
+        self._forget(partitions)
+
     def _forget(self, partitions: Sequence[TopicPartitionKey]) -> None:
         for tp in partitions:
+            self.ownership.release(tp)
             self.offline.discard(*tp)
             for engine in self.engine.for_topic(tp[0]):
                 engine.drop(tp[1])
