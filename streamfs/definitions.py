@@ -197,12 +197,7 @@ class KafkaSource(_Definition):
     @field_validator("max_future", mode="before")
     @classmethod
     def _max_future(cls, value: Any) -> int | None:
-        if value is None:
-            return None
-        ms = to_ms(value)
-        if ms < 0:
-            raise ValueError("max_future must not be negative")
-        return ms
+        return _optional_ms(value, "max_future", zero_allowed=True)
 
     @model_validator(mode="after")
     def _timestamp_is_a_time(self) -> KafkaSource:
@@ -227,6 +222,16 @@ class KafkaSource(_Definition):
         """The base Python type of a schema field (Optional stripped), or None if unknown."""
         info = self.schema_.model_fields.get(name)
         return None if info is None else _base_type(info.annotation)
+
+
+def _optional_ms(value: Any, what: str, *, zero_allowed: bool) -> int | None:
+    """An optional duration in milliseconds: None stays None; negative (or zero) is an error."""
+    if value is None:
+        return None
+    ms = to_ms(value)
+    if ms < 0 or (ms == 0 and not zero_allowed):
+        raise ValueError(f"{what} must be {'zero or more' if zero_allowed else 'positive'}")
+    return ms
 
 
 def _base_type(annotation: Any) -> type | None:
@@ -369,12 +374,7 @@ class FeatureView(_Definition):
     @field_validator("ttl", mode="before")
     @classmethod
     def _ttl(cls, value: Any) -> int | None:
-        if value is None:
-            return None
-        ms = to_ms(value)
-        if ms <= 0:
-            raise ValueError("ttl must be positive")
-        return ms
+        return _optional_ms(value, "ttl", zero_allowed=False)
 
     @model_validator(mode="after")
     def _fits_source(self) -> FeatureView:
