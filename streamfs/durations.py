@@ -65,4 +65,9 @@ def ms_to_datetime(ms: int) -> datetime:
     return _EPOCH + timedelta(milliseconds=ms)
 
 
+def us_to_datetime(us: int) -> datetime:
+    """Epoch microseconds to an aware UTC datetime (how the offline store keeps datetime fields)."""
+    return _EPOCH + timedelta(microseconds=us)
+
+
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

@@ -8,7 +8,7 @@ inclusive and `end` exclusive, on event time.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +17,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from streamfs.definitions import FeatureView, KafkaSource
-from streamfs.durations import datetime_to_ms, ms_to_datetime
+from streamfs.durations import datetime_to_ms, ms_to_datetime, us_to_datetime
 from streamfs.offline import layout
 from streamfs.records import Position, SourceEvent
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 __all__ = [
     "TimeBound",
@@ -146,7 +144,7 @@ def _python_values(column: pa.ChunkedArray) -> list[Any]:
         if kind.unit == "ms":
             return [None if ms is None else ms_to_datetime(ms) for ms in ticks]
         if kind.unit == "us":
-            return [None if us is None else _EPOCH + timedelta(microseconds=us) for us in ticks]
+            return [None if us is None else us_to_datetime(us) for us in ticks]
         return [None if value is None else value.astimezone(UTC) for value in column.to_pylist()]
     return list(column.to_pylist())
 
