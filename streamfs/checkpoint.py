@@ -27,11 +27,12 @@ class CheckpointStore:
         self.root = Path(root) / group_id
         self.keep = keep
 
-    def _dir(self, topic: str, partition: int) -> Path:
+    def partition_dir(self, topic: str, partition: int) -> Path:
+        """`<root>/<group>/<topic>/p<partition>`: the partition's checkpoints (and its ownership epoch)."""
         return self.root / topic / f"p{partition:04d}"
 
     def save(self, topic: str, partition: int, offset: int, snapshots: dict[str, Any]) -> Path:
-        directory = self._dir(topic, partition)
+        directory = self.partition_dir(topic, partition)
         path = directory / f"o{offset:015d}.json"
         record = {"topic": topic, "partition": partition, "offset": offset, "views": snapshots}
         durable.write_bytes(path, snapshots_json.to_json(record))
@@ -40,7 +41,7 @@ class CheckpointStore:
         return path
 
     def _offsets(self, topic: str, partition: int) -> list[int]:
-        directory = self._dir(topic, partition)
+        directory = self.partition_dir(topic, partition)
         if not directory.is_dir():
             return []
         found = (_NAME.match(p.name) for p in directory.iterdir())
@@ -50,7 +51,7 @@ class CheckpointStore:
         """The newest checkpoint whose offset ≤ `at_most` (the committed offset), or None."""
         for offset in reversed(self._offsets(topic, partition)):
             if offset <= at_most:
-                path = self._dir(topic, partition) / f"o{offset:015d}.json"
+                path = self.partition_dir(topic, partition) / f"o{offset:015d}.json"
                 data = snapshots_json.from_json(path.read_bytes())
                 return offset, data["views"]
         return None
@@ -59,7 +60,7 @@ class CheckpointStore:
         """Drop checkpoints beyond `offset`: they describe work that was never committed."""
         for found in self._offsets(topic, partition):
             if found > offset:
-                (self._dir(topic, partition) / f"o{found:015d}.json").unlink(missing_ok=True)
+                (self.partition_dir(topic, partition) / f"o{found:015d}.json").unlink(missing_ok=True)
 
 
 class CommitLog:

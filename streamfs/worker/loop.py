@@ -53,7 +53,7 @@ class Worker:
         self.dead_letters = DeadLetterWriter(settings.producer_config())
         self.checkpoints = CheckpointStore(settings.data_dir / "checkpoints", settings.group_id)
         self.commit_log = CommitLog(settings.data_dir / "checkpoints", settings.group_id)
-        self.ownership = PartitionOwnership(settings.data_dir / "checkpoints", settings.group_id)
+        self.ownership = PartitionOwnership(self.checkpoints)
         self.partitions = PartitionTable(self.commit_log, self.metrics)
         self.online = OnlineSync(
             self.engine,

@@ -16,19 +16,19 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from streamfs import durable
-
-TopicPartition = tuple[str, int]
+from streamfs.checkpoint import CheckpointStore
+from streamfs.sources import TopicPartitionKey
 
 
 class PartitionOwnership:
-    """`<root>/<group>/<topic>/p<partition>/owner` (the epoch) and `owner.lock`."""
+    """`owner` (the epoch) and `owner.lock` in each partition's checkpoint directory."""
 
-    def __init__(self, root: Path, group_id: str) -> None:
-        self.root = Path(root) / group_id
-        self.epochs: dict[TopicPartition, int] = {}
+    def __init__(self, checkpoints: CheckpointStore) -> None:
+        self.checkpoints = checkpoints
+        self.epochs: dict[TopicPartitionKey, int] = {}
 
-    def _paths(self, tp: TopicPartition) -> tuple[Path, Path]:
-        directory = self.root / tp[0] / f"p{tp[1]:04d}"
+    def _paths(self, tp: TopicPartitionKey) -> tuple[Path, Path]:
+        directory = self.checkpoints.partition_dir(*tp)
         return directory / "owner", directory / "owner.lock"
 
     def _read(self, path: Path) -> int:
@@ -37,7 +37,7 @@ class PartitionOwnership:
         except FileNotFoundError:
             return 0
 
-    def claim(self, tp: TopicPartition) -> int:
+    def claim(self, tp: TopicPartitionKey) -> int:
         """Become the partition's writer: bump its epoch; earlier owners' flushes stop writing."""
         epoch_path, lock_path = self._paths(tp)
         with durable.exclusive_lock(lock_path):
@@ -46,11 +46,11 @@ class PartitionOwnership:
         self.epochs[tp] = epoch
         return epoch
 
-    def release(self, tp: TopicPartition) -> None:
+    def release(self, tp: TopicPartitionKey) -> None:
         self.epochs.pop(tp, None)
 
     @contextmanager
-    def writing(self, tp: TopicPartition) -> Iterator[bool]:
+    def writing(self, tp: TopicPartitionKey) -> Iterator[bool]:
         """Hold the partition's lock; yield whether this worker's claim is still the newest."""
         epoch_path, lock_path = self._paths(tp)
         mine = self.epochs.get(tp)

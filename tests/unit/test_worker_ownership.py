@@ -8,6 +8,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from streamfs.checkpoint import CheckpointStore
 from streamfs.definitions import Aggregate, Entity, FeatureView, KafkaSource
 from streamfs.engine import ViewEngine
 from streamfs.offline import OfflineWriter, archived_events, scan_features
@@ -67,8 +68,8 @@ def offsets(root: Path, partition: int) -> list[int]:
 
 def test_a_fenced_owner_writes_nothing_for_the_partition_it_lost(tmp_path: Path) -> None:
     old, new = (
-        PartitionOwnership(tmp_path / "checkpoints", "g"),
-        PartitionOwnership(tmp_path / "checkpoints", "g"),
+        PartitionOwnership(CheckpointStore(tmp_path / "checkpoints", "g")),
+        PartitionOwnership(CheckpointStore(tmp_path / "checkpoints", "g")),
     )
     assert old.claim(("txns", 0)) == 1 and old.claim(("txns", 1)) == 1
     stale = buffered(tmp_path, [events(0, range(0, 5)), events(1, range(0, 3))])
@@ -88,7 +89,7 @@ def test_a_fenced_owner_writes_nothing_for_the_partition_it_lost(tmp_path: Path)
 
 
 def test_without_a_claim_nothing_is_written_and_without_a_guard_everything_is(tmp_path: Path) -> None:
-    unclaimed = PartitionOwnership(tmp_path / "checkpoints", "g")
+    unclaimed = PartitionOwnership(CheckpointStore(tmp_path / "checkpoints", "g"))
     assert buffered(tmp_path, [events(0, range(3))]).flush(unclaimed.writing) == [("txns", 0)]
     assert buffered(tmp_path, [events(0, range(3))]).flush() == []
     assert offsets(tmp_path, 0) == [0, 1, 2]
