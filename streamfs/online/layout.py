@@ -29,7 +29,7 @@ import orjson
 
 from streamfs.definitions import FeatureView
 from streamfs.engine import ServingState, ViewEngine
-from streamfs.tagged import TAG, THAW, freeze
+from streamfs.tagged import freeze, thaw
 
 NAMESPACE = "sfs"
 META_FORMAT = 1
@@ -192,7 +192,7 @@ def _thaw_groups(groups: list[list[Any]]) -> list[list[Any]]:
         for row in rows:
             for index, value in enumerate(row):
                 if type(value) is dict:
-                    row[index] = THAW[value[TAG]](value["v"])
+                    row[index] = thaw(value)
     return groups
 
 
