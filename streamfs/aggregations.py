@@ -40,6 +40,11 @@ def empty_result(function: str) -> Any:
 # --------------------------------------------------------------------------- fused group partials
 
 _EVENTS, _COUNT, _STATS, _INT_SUM, _MIN, _MAX, _LAST, _FIRST = range(8)
+CELL_KINDS = {
+    "events": _EVENTS, "count": _COUNT, "stats": _STATS, "int_sum": _INT_SUM,
+    "min": _MIN, "max": _MAX, "last": _LAST, "first": _FIRST,
+}  # fmt: skip
+"""The kinds of cells a GroupAggregator partial holds (engine/kernel maps them to its own)."""
 _SPREADS = {
     "stddev": (True, True),
     "stddev_pop": (False, True),
@@ -116,6 +121,16 @@ class GroupAggregator:
         self._ops = tuple(ops)
         self._readers = tuple(readers)
         self.stat_slots = tuple(stats)
+
+    @property
+    def ops(self) -> tuple[tuple[int, int, int, bool], ...]:
+        """(cell kind, offset in the partial, input slot, keeps squares) of each accumulator."""
+        return self._ops
+
+    @property
+    def readers(self) -> tuple[tuple[str, int], ...]:
+        """(how it is read, offset of its accumulator) of each feature, in the features' order."""
+        return self._readers
 
     def empty(self) -> list[Any]:
         return list(self._cells)

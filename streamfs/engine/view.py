@@ -15,6 +15,9 @@ from streamfs.definitions import Aggregate, FeatureView
 from streamfs.engine import snapshot as snapshots
 from streamfs.engine.compiled import CompiledView
 from streamfs.engine.ingest import accept, add_to_complete, ingest_buffered, ingest_newest
+from streamfs.engine.kernel import KernelLayout, KernelStore, kernel_enabled
+from streamfs.engine.kernel.run import Admitted
+from streamfs.engine.kernel.run import run as kernel_run
 from streamfs.engine.reads import evaluate_all, row
 from streamfs.engine.serving import ServingState, serving_state
 from streamfs.engine.state import Key, KeyState
@@ -41,7 +44,9 @@ class ProcessResult:
 class ViewEngine:
     """Runs one FeatureView: per-key tiles, offline rows, exact evaluation, snapshots."""
 
-    def __init__(self, view: FeatureView) -> None:
+    def __init__(self, view: FeatureView, *, kernel: bool = True) -> None:
+        """kernel=False keeps the view on the Python engine even where the compiled kernel could
+        run it (the kernel is an exact twin; tests compare the two)."""
         self.compiled = CompiledView.build(view)
         self.view = view
         self.name = view.name
@@ -49,6 +54,16 @@ class ViewEngine:
         # partition -> key -> state; keys never move between partitions on their own.
         self._partitions: dict[int, dict[Key, KeyState]] = {}
         self._dirty: dict[int, set[Key]] = {}
+        layout = KernelLayout.build(self.compiled) if kernel and kernel_enabled() else None
+        self._kernel = KernelStore(self.compiled, layout) if isinstance(layout, KernelLayout) else None
+        self.kernel_refusal = layout if isinstance(layout, str) else None
+        """Why the kernel does not run this view (None when it does, or was not asked to)."""
+
+    @property
+    def uses_kernel(self) -> bool:
+        """Whether the compiled kernel runs this view now (it leaves for good on a value it
+        cannot hold exactly)."""
+        return self._kernel is not None
 
     @property
     def feature_names(self) -> list[str]:
@@ -68,81 +83,171 @@ class ViewEngine:
         training set): no row is evaluated, which is most of the per-event cost.
         """
         result = ProcessResult()
-        compiled = self.compiled
-        transform = self.view.transform
-        key_fields = compiled.key_fields
-        inputs = compiled.input_fields
-        lateness = compiled.lateness
-        groups = compiled.groups
-        fast = lateness == 0  # then every accepted event settles at once (see ingest.ingest_newest)
+        if self._kernel is not None:
+            self._process_kernel(events, rows, result)
+            return result
         for event in events:
-            fields = event.fields
-            if transform is not None:
-                try:
-                    transformed = transform(dict(fields))
-                except Exception as exc:
-                    detail = f"{type(exc).__name__}: {exc}"
-                    result.rejected.append(self._reject(event, TRANSFORM_FAILED, detail))
-                    continue
-                if transformed is None:
-                    result.filtered += 1
-                    continue
-                fields = transformed
-            key = tuple([fields.get(name) for name in key_fields])
-            if None in key:
-                missing = [name for name, value in zip(key_fields, key, strict=True) if value is None]
-                detail = f"entity key field(s) {missing} missing"
-                result.rejected.append(self._reject(event, MISSING_KEY, detail))
-                continue
-            values = tuple([fields.get(name) for name in inputs])
-            problem = compiled.bad_value(values)
-            if problem is not None:
-                result.rejected.append(self._reject(event, BAD_VALUE, problem))
-                continue
-            partition = event.position.partition if event.position is not None else 0
-            states = self._partitions.get(partition)
-            if states is None:
-                states = self._partitions[partition] = {}
-                self._dirty[partition] = set()
-            state = states.get(key)
-            if state is None:
-                state = states[key] = KeyState(groups, complete=not fast and rows)
-            time = event.event_time
-            if state.max_time is not None and time < state.max_time - lateness:
-                result.rejected.append(
-                    self._reject(
-                        event,
-                        TOO_LATE,
-                        f"event time {time} is more than the allowed lateness {lateness} ms behind "
-                        f"the newest accepted event {state.max_time} of key {key!r}",
-                    )
-                )
-                continue
-            self._dirty[partition].add(key)
-            if not rows:
-                accept(compiled, state, time, values)
-                if state.complete is not None:
-                    state.complete = None  # rebuilt from the settled tiles when a row needs it
-                continue
-            newest = state.max_time is None or time >= state.max_time
-            if fast and newest:
-                values_row = ingest_newest(compiled, state, time, values)
-            elif newest:
-                values_row = ingest_buffered(compiled, state, time, values)
+            admitted = self._admit(event)
+            if admitted is None:
+                result.filtered += 1
+            elif isinstance(admitted, Rejected):
+                result.rejected.append(admitted)
             else:
-                accept(compiled, state, time, values)
-                values_row = row(compiled, state, time)
-                if not fast:
-                    add_to_complete(compiled, state, time, values)
-            result.rows.append(
-                FeatureRow(self.name, key, time, event.arrival_time, event.position, values_row)
-            )
+                self._ingest(admitted, rows, result)
         return result
+
+    def _admit(self, event: SourceEvent) -> Admitted | Rejected | None:
+        """The event's key and input values, its rejection, or None if the transform filtered it."""
+        compiled = self.compiled
+        fields = event.fields
+        transform = self.view.transform
+        if transform is not None:
+            try:
+                transformed = transform(dict(fields))
+            except Exception as exc:
+                return self._reject(event, TRANSFORM_FAILED, f"{type(exc).__name__}: {exc}")
+            if transformed is None:
+                return None
+            fields = transformed
+        key_fields = compiled.key_fields
+        key = tuple([fields.get(name) for name in key_fields])
+        if None in key:
+            missing = [name for name, value in zip(key_fields, key, strict=True) if value is None]
+            return self._reject(event, MISSING_KEY, f"entity key field(s) {missing} missing")
+        values = tuple([fields.get(name) for name in compiled.input_fields])
+        problem = compiled.bad_value(values)
+        if problem is not None:
+            return self._reject(event, BAD_VALUE, problem)
+        partition = event.position.partition if event.position is not None else 0
+        if partition not in self._dirty:
+            self._dirty[partition] = set()
+        return event, key, values, partition
+
+    def _too_late(self, event: SourceEvent, key: Key, newest: int) -> Rejected:
+        lateness = self.compiled.lateness
+        return self._reject(
+            event,
+            TOO_LATE,
+            f"event time {event.event_time} is more than the allowed lateness {lateness} ms behind "
+            f"the newest accepted event {newest} of key {key!r}",
+        )
+
+    def _ingest(self, admitted: Admitted, rows: bool, result: ProcessResult) -> None:
+        """The Python engine: one admitted event into its key's state (and its row)."""
+        event, key, values, partition = admitted
+        compiled = self.compiled
+        lateness = compiled.lateness
+        fast = lateness == 0  # then every accepted event settles at once (see ingest.ingest_newest)
+        states = self._partitions.get(partition)
+        if states is None:
+            states = self._partitions[partition] = {}
+        state = states.get(key)
+        if state is None:
+            state = states[key] = KeyState(compiled.groups, complete=not fast and rows)
+        time = event.event_time
+        if state.max_time is not None and time < state.max_time - lateness:
+            result.rejected.append(self._too_late(event, key, state.max_time))
+            return
+        self._dirty[partition].add(key)
+        if not rows:
+            accept(compiled, state, time, values)
+            if state.complete is not None:
+                state.complete = None  # rebuilt from the settled tiles when a row needs it
+            return
+        newest = state.max_time is None or time >= state.max_time
+        if fast and newest:
+            values_row = ingest_newest(compiled, state, time, values)
+        elif newest:
+            values_row = ingest_buffered(compiled, state, time, values)
+        else:
+            accept(compiled, state, time, values)
+            values_row = row(compiled, state, time)
+            if not fast:
+                add_to_complete(compiled, state, time, values)
+        result.rows.append(FeatureRow(self.name, key, time, event.arrival_time, event.position, values_row))
+
+    def _process_kernel(self, events: Iterable[SourceEvent], rows: bool, result: ProcessResult) -> None:
+        """The compiled kernel's path (kernel/), falling back to the Python engine mid-batch if an
+        event holds a value the kernel cannot carry exactly."""
+        store = self._kernel
+        assert store is not None
+        admitted: list[Admitted] = []
+        rejected: list[tuple[int, Rejected]] = []
+        for event in events:
+            item = self._admit(event)
+            if item is None:
+                result.filtered += 1
+            elif isinstance(item, Rejected):
+                rejected.append((len(admitted), item))
+            else:
+                admitted.append(item)
+        if not admitted:
+            result.rejected.extend(rejection for _, rejection in rejected)
+            return
+        out = kernel_run(store, admitted, rows)
+        feature_rows = iter(out.values)
+        name = self.name
+        dirty = self._dirty
+        for index in range(out.ran):
+            event, key, _values, partition = admitted[index]
+            if out.accepted[index]:
+                dirty[partition].add(key)
+                if rows and not (out.missing_last and index == out.ran - 1):
+                    result.rows.append(
+                        FeatureRow(
+                            name,
+                            key,
+                            event.event_time,
+                            event.arrival_time,
+                            event.position,
+                            next(feature_rows),
+                        )
+                    )
+            else:
+                rejected.append((index, self._too_late(event, key, out.newest[index])))
+        if out.missing_last:  # its row needs the Python engine (an int sum beyond int64, ...)
+            self._leave_kernel()
+            event, key, _values, partition = admitted[out.ran - 1]
+            state = self._partitions[partition][key]
+            values_row = row(self.compiled, state, event.event_time)
+            result.rows.append(
+                FeatureRow(name, key, event.event_time, event.arrival_time, event.position, values_row)
+            )
+        if out.ran < len(admitted):
+            self._leave_kernel()
+            later: list[tuple[int, Rejected]] = []
+            for index in range(out.ran, len(admitted)):
+                before = len(result.rejected)
+                self._ingest(admitted[index], rows, result)
+                later.extend((index, rejection) for rejection in result.rejected[before:])
+                del result.rejected[before:]
+            rejected.extend(later)
+        rejected.sort(key=lambda pair: pair[0])
+        result.rejected.extend(rejection for _, rejection in rejected)
+
+    def _leave_kernel(self) -> None:
+        """Move every key's state to the Python engine (the kernel met a value it cannot hold)."""
+        store = self._kernel
+        if store is None:
+            return
+        self._kernel = None
+        for partition, keys in store.partitions.items():
+            states = self._partitions.setdefault(partition, {})
+            for key, slot in keys.items():
+                state = store.key_state(slot)
+                if state.max_time is not None:
+                    states[key] = state
 
     def _reject(self, event: SourceEvent, reason: str, detail: str) -> Rejected:
         return Rejected(reason, detail, event.position, event.raw, self.name, event.arrival_time)
 
     def _find(self, key: Key) -> KeyState | None:
+        if self._kernel is not None:
+            slot = self._kernel.find(key)
+            if slot is None:
+                return None
+            materialized = self._kernel.key_state(slot)
+            return materialized if materialized.max_time is not None else None
         for states in self._partitions.values():
             state = states.get(key)
             if state is not None:
@@ -207,12 +312,21 @@ class ViewEngine:
 
     @property
     def partitions(self) -> list[int]:
+        if self._kernel is not None:
+            return sorted(self._kernel.partitions)
         return sorted(self._partitions)
 
     def key_count(self) -> int:
+        if self._kernel is not None:
+            return sum(len(keys) for keys in self._kernel.partitions.values())
         return sum(len(states) for states in self._partitions.values())
 
     def keys(self, partition: int | None = None) -> list[Key]:
+        if self._kernel is not None:
+            chosen = self._kernel.partitions
+            if partition is not None:
+                return list(chosen.get(partition, {}))
+            return [key for keys in chosen.values() for key in keys]
         if partition is not None:
             return list(self._partitions.get(partition, {}))
         return [key for states in self._partitions.values() for key in states]
@@ -221,17 +335,28 @@ class ViewEngine:
         """Forget a partition's state (it was revoked; its new owner restores it)."""
         self._partitions.pop(partition, None)
         self._dirty.pop(partition, None)
+        if self._kernel is not None:
+            self._kernel.drop(partition)
 
     def snapshot(self, partition: int) -> dict[str, Any]:
         """A plain-value copy of one partition's state (lists, tuples, ints, floats, strings)."""
-        states = self._partitions.get(partition, {})
+        if self._kernel is not None:
+            states = self._kernel.states(partition)
+        else:
+            states = self._partitions.get(partition, {})
         return snapshots.snapshot_states(self.compiled, self.name, self.fingerprint(), partition, states)
 
     def restore(self, snapshot: dict[str, Any]) -> None:
         """Replace one partition's state with a snapshot taken by `snapshot`."""
         partition, states = snapshots.restore_states(self.compiled, self.name, self.fingerprint(), snapshot)
-        self._partitions[partition] = states
         self._dirty[partition] = set()
+        store = self._kernel
+        if store is not None:
+            store.drop(partition)
+            if all(store.load(partition, key, state) for key, state in states.items()):
+                return
+            self._leave_kernel()
+        self._partitions[partition] = states
 
     def fingerprint(self) -> str:
         """Identifies the parts of the definition that shape state: features, keys, lateness, and

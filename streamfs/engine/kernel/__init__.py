@@ -1,0 +1,24 @@
+"""The compiled kernel: the engine's lateness-0 path over numpy arrays, compiled with numba.
+
+The Python engine (engine/ingest, reads, ...) is the definition; the kernel is its exact twin for
+the common shape of view (see layout.py), about N times faster, and it hands a view back to the
+Python engine whenever it meets something it cannot hold exactly. Modules: fixed (exact sums in
+fixed point), distinct (count_distinct entries), batch (the event loop), layout (a view as the
+kernel's tables), store (the arrays and KeyState in and out), run (a batch in, rows out).
+
+STREAMFS_ENGINE=python turns the kernel off (every view runs on the Python engine).
+"""
+
+from __future__ import annotations
+
+import os
+
+from streamfs.engine.kernel.layout import KernelLayout
+from streamfs.engine.kernel.store import KernelStore
+
+
+def kernel_enabled() -> bool:
+    return os.environ.get("STREAMFS_ENGINE", "kernel").lower() != "python"
+
+
+__all__ = ["KernelLayout", "KernelStore", "kernel_enabled"]

@@ -1,0 +1,534 @@
+"""One micro-batch through the compiled kernel: accept, settle or buffer, expire, read, event by event.
+
+The same state model as the Python engine (see engine/__init__.py), over arrays. Per key (a
+*slot*) and window group, a ring of L/H *settled* tiles (tile i at position i mod L/H) covering
+the tiles the window at the key's watermark w = newest - allowed lateness can still reach, the
+running total of the ring's additive cells (counts, exact sums, per-tile distinct counts), and
+a *buffer* of the accepted events after w (a linked list in a shared pool). An event at or
+before w settles into its tile at once; later ones wait in the buffer until w passes them. With
+allowed lateness 0 the buffer stays empty and each event settles on arrival.
+
+An event's row is the window [start(t), t] at its own time t ≥ w: the ring's total minus the
+ring tiles older than first_tile(t) (at most lateness/H + 1 of them), plus the buffered events
+in [start(t), t]; min and max scan the ring tiles in the window and those buffered events;
+count_distinct adds the buffered values whose latest settled time is not already in the window.
+
+Layout (layout.py): per group g, `groups[g]` = hop, ring, tid_off, i_off, ni, k_off, nk, f_off,
+nf, tot_off: where g's ring starts in `tids` (tile index or EMPTY_TILE), `icell` (ni int cells per
+tile), `kcell` (the k of each exact sum, for snapshots), `fcell` (min/max, NaN when none) and
+`tot`. `ops` says what an event adds, `readers` what a row reads.
+
+The kernel stops where it cannot be exact: a row whose int sum leaves int64 or whose mean has
+2**31 values. It returns (events it ran, whether the last one's row must be recomputed): the
+caller moves the view to the Python engine, which recomputes that row and runs the rest.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+from streamfs.engine.kernel import distinct as table
+from streamfs.engine.kernel.fixed import (
+    DIGITS,
+    SCALE,
+    add_float,
+    exponent_k,
+    mean_float,
+    normalize,
+    to_float,
+)
+
+UNSEEN = np.iinfo(np.int64).min
+EMPTY_TILE = np.iinfo(np.int64).min
+
+OP_EVENTS, OP_COUNT, OP_STATS, OP_INT_SUM, OP_MIN, OP_MAX, OP_DISTINCT, OP_LAST, OP_FIRST = range(9)
+READ_N, READ_INT, READ_SUM, READ_MEAN, READ_MIN, READ_MAX, READ_DISTINCT, READ_LAST, READ_FIRST = range(9)
+# ops rows: kind, group, column (input values, or ids for OP_DISTINCT), icell offset in the
+# tile, kcell offset, fcell offset, distinct feature j.
+# readers rows: kind, group, output column, icell offset (n for READ_MEAN), digits offset
+# (READ_SUM/READ_MEAN), fcell offset (READ_MIN/MAX), input column (READ_MIN/MAX: values;
+# READ_DISTINCT: ids), distinct feature j.
+# OP_LAST/OP_FIRST keep (time, seq, value id) in kcell at koff (seq 0: none) and, for a number,
+# the value in fcell at foff (-1 otherwise); `column` is the values column for a number, else
+# the ids column. READ_LAST/READ_FIRST rows: kind, group, output column, kcell offset, 0, fcell
+# offset (-1: an id), input column (values or ids), 0.
+assert DIGITS == 7 and SCALE == 96  # _fits_int64 and int_value read digits 3-6 as the integer
+
+
+@numba.njit(cache=True, inline="always")
+def _fits_int64(d: np.ndarray, at: int) -> bool:
+    """The int sum in digits at `at` (digits 0-2, the fraction, are zero) has |value| < 2**62."""
+    top = d[at + 6]
+    if top == 0:
+        return bool(d[at + 5] == 0 and d[at + 4] < (1 << 30))
+    if top == -1:
+        return bool(d[at + 5] == 0xFFFFFFFF and d[at + 4] >= (1 << 32) - (1 << 30))
+    return False
+
+
+@numba.njit(cache=True, inline="always")
+def int_value(d: np.ndarray, at: int) -> int:
+    """The int sum held in digits at `at` (when _fits_int64)."""
+    high = d[at + 4] if d[at + 6] == 0 else d[at + 4] - (1 << 32)
+    return int(d[at + 3] + (high << 32))
+
+
+@numba.njit(cache=True)
+def _normalize_sums(ops: np.ndarray, g: int, cells: np.ndarray, at: int) -> None:
+    """Propagate the carries of group g's exact sums in cells[at:] (after digit-wise +/-)."""
+    for o in range(ops.shape[0]):
+        if ops[o, 1] == g and ops[o, 0] == OP_STATS:
+            normalize(cells, at + ops[o, 3] + 1)
+        elif ops[o, 1] == g and ops[o, 0] == OP_INT_SUM:
+            normalize(cells, at + ops[o, 3])
+
+
+@numba.njit(cache=True)
+def _expire(slot: int, watermark: int, state: tuple, groups: np.ndarray, ops: np.ndarray) -> None:  # type: ignore[type-arg]
+    """Drop the ring tiles older than the first tile the window at the watermark reaches."""
+    tids, icell, tot = state[2], state[3], state[6]
+    for g in range(groups.shape[0]):
+        hop = groups[g, 0]
+        if hop == 0:
+            continue
+        ring, tid_off, i_off, ni, tot_off = (
+            groups[g, 1],
+            groups[g, 2],
+            groups[g, 3],
+            groups[g, 4],
+            groups[g, 9],
+        )
+        first = watermark // hop - (ring - 1)
+        expired = False
+        for r in range(ring):
+            tile = tids[slot, tid_off + r]
+            if tile != EMPTY_TILE and tile < first:
+                base = i_off + r * ni
+                for c in range(ni):
+                    tot[slot, tot_off + c] -= icell[slot, base + c]
+                tids[slot, tid_off + r] = EMPTY_TILE
+                expired = True
+        if expired:
+            _normalize_sums(ops, g, tot[slot], tot_off)
+
+
+@numba.njit(cache=True)
+def _settle(  # type: ignore[no-untyped-def]
+    slot: int,
+    t: int,
+    event_seq: int,
+    watermark: int,
+    row: np.ndarray,
+    row_ids: np.ndarray,
+    state: tuple,  # type: ignore[type-arg]
+    distinct: tuple,  # type: ignore[type-arg]
+    groups: np.ndarray,
+    ops: np.ndarray,
+    distinct_features: int,
+):
+    """Add an event at or before the watermark to its settled tile (and the ring's total) in
+    every group whose ring still reaches its tile."""
+    _maxt, _seq, tids, icell, kcell, fcell, tot = state
+    ekey, etime, enext, heads, tkey, tpos, meta = distinct
+    for g in range(groups.shape[0]):
+        hop, ring, tid_off, i_off, ni = groups[g, 0], groups[g, 1], groups[g, 2], groups[g, 3], groups[g, 4]
+        k_off, nk, f_off, nf = groups[g, 5], groups[g, 6], groups[g, 7], groups[g, 8]
+        current = t // hop if hop else 0
+        if hop and current < watermark // hop - (ring - 1):
+            continue  # unreachable by any later window
+        r = current % ring
+        if tids[slot, tid_off + r] != current:
+            tids[slot, tid_off + r] = current
+            base = i_off + r * ni
+            for c in range(ni):
+                icell[slot, base + c] = 0
+            for c in range(nk):
+                kcell[slot, k_off + r * nk + c] = 0
+            for c in range(nf):
+                fcell[slot, f_off + r * nf + c] = np.nan
+    for o in range(ops.shape[0]):
+        kind, g, column, ioff, koff, foff, j = (
+            ops[o, 0],
+            ops[o, 1],
+            ops[o, 2],
+            ops[o, 3],
+            ops[o, 4],
+            ops[o, 5],
+            ops[o, 6],
+        )
+        hop, ring, i_off, ni = groups[g, 0], groups[g, 1], groups[g, 3], groups[g, 4]
+        k_off, nk, f_off, nf, tot_off = groups[g, 5], groups[g, 6], groups[g, 7], groups[g, 8], groups[g, 9]
+        current = t // hop if hop else 0
+        first = watermark // hop - (ring - 1) if hop else 0
+        if hop and current < first:
+            continue
+        r = current % ring
+        cell = i_off + r * ni + ioff
+        if kind == OP_EVENTS:
+            icell[slot, cell] += 1
+            tot[slot, tot_off + ioff] += 1
+            continue
+        if kind in (OP_LAST, OP_FIRST):
+            if foff >= 0:
+                x = row[column]
+                if x != x:
+                    continue
+                vid = -1
+            else:
+                x = np.nan
+                vid = row_ids[column]
+                if vid < 0:
+                    continue
+            kat = k_off + r * nk + koff
+            have_time, have_seq = kcell[slot, kat], kcell[slot, kat + 1]
+            if kind == OP_LAST:
+                better = have_seq == 0 or t > have_time or (t == have_time and event_seq > have_seq)
+            else:
+                better = have_seq == 0 or t < have_time or (t == have_time and event_seq < have_seq)
+            if better:
+                kcell[slot, kat] = t
+                kcell[slot, kat + 1] = event_seq
+                kcell[slot, kat + 2] = vid
+                if foff >= 0:
+                    fcell[slot, f_off + r * nf + foff] = x
+            continue
+        if kind == OP_DISTINCT:
+            vid = row_ids[column]
+            if vid < 0:
+                continue
+            key = table.packed(slot, j, distinct_features, vid)
+            e = table.find(tkey, tpos, ekey, key)
+            if e < 0:
+                table.insert(tkey, tpos, ekey, etime, enext, heads, meta, slot, j, key, t)
+                icell[slot, cell] += 1
+                tot[slot, tot_off + ioff] += 1
+                continue
+            previous = etime[e]
+            if previous >= t:
+                continue
+            etime[e] = t
+            old = previous // hop if hop else 0
+            if old == current:
+                continue
+            if old >= first:  # still in the ring: it moves tiles
+                icell[slot, i_off + (old % ring) * ni + ioff] -= 1
+                icell[slot, cell] += 1
+            else:  # it had expired: it counts again
+                icell[slot, cell] += 1
+                tot[slot, tot_off + ioff] += 1
+            continue
+        x = row[column]
+        if x != x:
+            continue
+        if kind == OP_COUNT:
+            icell[slot, cell] += 1
+            tot[slot, tot_off + ioff] += 1
+        elif kind == OP_STATS:
+            icell[slot, cell] += 1
+            tot[slot, tot_off + ioff] += 1
+            add_float(icell[slot], cell + 1, x, 1)
+            add_float(tot[slot], tot_off + ioff + 1, x, 1)
+            kat = k_off + r * nk + koff
+            k = exponent_k(x)
+            if k > kcell[slot, kat]:
+                kcell[slot, kat] = k
+        elif kind == OP_INT_SUM:
+            add_float(icell[slot], cell, x, 1)
+            add_float(tot[slot], tot_off + ioff, x, 1)
+        elif kind == OP_MIN:
+            at = f_off + r * nf + foff
+            if not fcell[slot, at] <= x:
+                fcell[slot, at] = x
+        else:  # OP_MAX
+            at = f_off + r * nf + foff
+            if not fcell[slot, at] >= x:
+                fcell[slot, at] = x
+
+
+@numba.njit(cache=True)
+def _read(
+    slot: int,
+    t: int,
+    watermark: int,
+    state: tuple,  # type: ignore[type-arg]
+    distinct: tuple,  # type: ignore[type-arg]
+    buffer: tuple,  # type: ignore[type-arg]
+    groups: np.ndarray,
+    ops: np.ndarray,
+    readers: np.ndarray,
+    distinct_features: int,
+    window: np.ndarray,
+    scratch: np.ndarray,
+    out_int: np.ndarray,
+    out_float: np.ndarray,
+    i: int,
+) -> bool:
+    """Row i: every feature over the window at t (t ≥ watermark). False if a value cannot be
+    given exactly here (an int sum beyond int64, a mean over 2**31 values)."""
+    tids, icell, kcell, fcell, tot = state[2], state[3], state[4], state[5], state[6]
+    ekey, etime, tkey, tpos = distinct[0], distinct[1], distinct[4], distinct[5]
+    btime, bseq, bnext, bvals, bids, bhead = buffer[0], buffer[1], buffer[2], buffer[3], buffer[4], buffer[5]
+    width = tot.shape[1]
+    for c in range(width):
+        window[c] = tot[slot, c]
+    for g in range(groups.shape[0]):
+        hop, ring, tid_off, i_off, ni, tot_off = (
+            groups[g, 0], groups[g, 1], groups[g, 2], groups[g, 3], groups[g, 4], groups[g, 9]
+        )  # fmt: skip
+        if hop == 0:
+            first = 0
+            start = UNSEEN
+        else:
+            first = t // hop - (ring - 1)
+            start = first * hop
+        changed = False
+        if hop and first > watermark // hop - (ring - 1):  # ring tiles before the window at t
+            for r in range(ring):
+                tile = tids[slot, tid_off + r]
+                if tile != EMPTY_TILE and tile < first:
+                    base = i_off + r * ni
+                    for c in range(ni):
+                        window[tot_off + c] -= icell[slot, base + c]
+                    changed = True
+        e = bhead[slot]
+        while e != -1:  # buffered events in [start, t]
+            bt = btime[e]
+            if start <= bt <= t:
+                changed = True
+                for o in range(ops.shape[0]):
+                    if ops[o, 1] != g:
+                        continue
+                    kind, column, ioff = ops[o, 0], ops[o, 2], ops[o, 3]
+                    if kind == OP_EVENTS:
+                        window[tot_off + ioff] += 1
+                        continue
+                    if kind in (OP_DISTINCT, OP_MIN, OP_MAX, OP_LAST, OP_FIRST):
+                        continue  # read below
+                    x = bvals[e, column]
+                    if x != x:
+                        continue
+                    if kind == OP_COUNT:
+                        window[tot_off + ioff] += 1
+                    elif kind == OP_STATS:
+                        window[tot_off + ioff] += 1
+                        add_float(window, tot_off + ioff + 1, x, 1)
+                    else:  # OP_INT_SUM
+                        add_float(window, tot_off + ioff, x, 1)
+            e = bnext[e]
+        if changed:
+            _normalize_sums(ops, g, window, tot_off)
+    for q in range(readers.shape[0]):
+        kind, g, column, ioff, doff, foff, source, j = (
+            readers[q, 0], readers[q, 1], readers[q, 2], readers[q, 3],
+            readers[q, 4], readers[q, 5], readers[q, 6], readers[q, 7],
+        )  # fmt: skip
+        tot_off = groups[g, 9]
+        if kind == READ_N:
+            out_int[i, column] = window[tot_off + ioff]
+        elif kind == READ_INT:
+            if not _fits_int64(window, tot_off + ioff):
+                return False
+            out_int[i, column] = int_value(window, tot_off + ioff)
+        elif kind == READ_SUM:
+            out_float[i, column] = to_float(window, tot_off + doff, scratch)
+        elif kind == READ_MEAN:
+            n = window[tot_off + ioff]
+            if n >= (1 << 31):
+                return False
+            out_float[i, column] = mean_float(window, tot_off + doff, n, scratch) if n else np.nan
+        else:
+            hop, ring, tid_off, f_off, nf = (
+                groups[g, 0],
+                groups[g, 1],
+                groups[g, 2],
+                groups[g, 7],
+                groups[g, 8],
+            )
+            first = t // hop - (ring - 1) if hop else 0
+            start = first * hop if hop else UNSEEN
+            if kind in (READ_LAST, READ_FIRST):
+                koff = ioff
+                k_off, nk = groups[g, 5], groups[g, 6]
+                best_time, best_seq, best_id, best_value = 0, 0, -1, np.nan
+                for r in range(ring):
+                    tile = tids[slot, tid_off + r]
+                    if tile == EMPTY_TILE or tile < first:
+                        continue
+                    kat = k_off + r * nk + koff
+                    cell_time, cell_seq = kcell[slot, kat], kcell[slot, kat + 1]
+                    if cell_seq == 0:
+                        continue
+                    if best_seq == 0 or (
+                        (cell_time > best_time or (cell_time == best_time and cell_seq > best_seq))
+                        if kind == READ_LAST
+                        else (cell_time < best_time or (cell_time == best_time and cell_seq < best_seq))
+                    ):
+                        best_time, best_seq = cell_time, cell_seq
+                        best_id = kcell[slot, kat + 2]
+                        best_value = fcell[slot, f_off + r * nf + foff] if foff >= 0 else np.nan
+                e = bhead[slot]
+                while e != -1:
+                    bt = btime[e]
+                    if start <= bt <= t:
+                        present = bvals[e, source] == bvals[e, source] if foff >= 0 else bids[e, source] >= 0
+                        event_seq = bseq[e]
+                        if present and (
+                            best_seq == 0
+                            or (
+                                (bt > best_time or (bt == best_time and event_seq > best_seq))
+                                if kind == READ_LAST
+                                else (bt < best_time or (bt == best_time and event_seq < best_seq))
+                            )
+                        ):
+                            best_time, best_seq = bt, event_seq
+                            if foff >= 0:
+                                best_value = bvals[e, source]
+                            else:
+                                best_id = bids[e, source]
+                    e = bnext[e]
+                if foff >= 0:
+                    out_float[i, column] = best_value if best_seq else np.nan
+                else:
+                    out_int[i, column] = best_id if best_seq else -1
+                continue
+            if kind == READ_DISTINCT:
+                count = window[tot_off + ioff]
+                e = bhead[slot]
+                while e != -1:
+                    bt = btime[e]
+                    vid = bids[e, source]
+                    if start <= bt <= t and vid >= 0:
+                        entry = table.find(tkey, tpos, ekey, table.packed(slot, j, distinct_features, vid))
+                        if entry < 0 or etime[entry] < start:  # not already in the window's tiles
+                            seen = False
+                            other = bnext[e]  # counted once: at its last occurrence in the list
+                            while other != -1:
+                                if start <= btime[other] <= t and bids[other, source] == vid:
+                                    seen = True
+                                    break
+                                other = bnext[other]
+                            if not seen:
+                                count += 1
+                    e = bnext[e]
+                out_int[i, column] = count
+                continue
+            best = np.nan
+            for r in range(ring):
+                tile = tids[slot, tid_off + r]
+                if tile == EMPTY_TILE or tile < first:
+                    continue
+                x = fcell[slot, f_off + r * nf + foff]
+                if x == x and (best != best or (x < best if kind == READ_MIN else x > best)):
+                    best = x
+            e = bhead[slot]
+            while e != -1:
+                bt = btime[e]
+                if start <= bt <= t:
+                    x = bvals[e, source]
+                    if x == x and (best != best or (x < best if kind == READ_MIN else x > best)):
+                        best = x
+                e = bnext[e]
+            out_float[i, column] = best
+    return True
+
+
+@numba.njit(cache=True)
+def process(  # type: ignore[no-untyped-def]
+    slots: np.ndarray,
+    times: np.ndarray,
+    values: np.ndarray,
+    ids: np.ndarray,
+    rows: bool,
+    lateness: int,
+    state: tuple,  # type: ignore[type-arg]
+    distinct: tuple,  # type: ignore[type-arg]
+    buffer: tuple,  # type: ignore[type-arg]
+    groups: np.ndarray,
+    ops: np.ndarray,
+    readers: np.ndarray,
+    distinct_features: int,
+    accepted: np.ndarray,
+    newest: np.ndarray,
+    out_int: np.ndarray,
+    out_float: np.ndarray,
+):
+    """Run the events in order; returns (how many ran, whether the last one's row is missing)."""
+    maxt, seq, tot = state[0], state[1], state[6]
+    btime, bseq, bnext, bvals, bids, bhead, bmeta = buffer
+    scratch = np.zeros(2 * DIGITS + 4, np.int64)
+    window = np.zeros(tot.shape[1], np.int64)
+    for i in range(len(times)):
+        slot = slots[i]
+        t = times[i]
+        newest[i] = maxt[slot]
+        if maxt[slot] != UNSEEN and t < maxt[slot] - lateness:
+            accepted[i] = 0
+            continue
+        accepted[i] = 1
+        moved = maxt[slot] == UNSEEN or t > maxt[slot]
+        if moved:
+            maxt[slot] = t
+        seq[slot] += 1
+        watermark = maxt[slot] - lateness
+        if moved:
+            _expire(slot, watermark, state, groups, ops)
+        if t <= watermark:
+            _settle(
+                slot,
+                t,
+                seq[slot],
+                watermark,
+                values[i],
+                ids[i],
+                state,
+                distinct,
+                groups,
+                ops,
+                distinct_features,
+            )
+        else:  # into the buffer (the caller reserved room)
+            e = bmeta[0]
+            bmeta[0] = bnext[e]  # pop the free list
+            bmeta[1] -= 1
+            btime[e] = t
+            bseq[e] = seq[slot]
+            bvals[e] = values[i]
+            bids[e] = ids[i]
+            bnext[e] = bhead[slot]
+            bhead[slot] = e
+        if moved and lateness:  # settle what the watermark passed, oldest arrival first
+            e = bhead[slot]
+            previous = -1
+            while e != -1:
+                following = bnext[e]
+                if btime[e] <= watermark:
+                    if previous == -1:
+                        bhead[slot] = following
+                    else:
+                        bnext[previous] = following
+                    _settle(
+                        slot,
+                        btime[e],
+                        bseq[e],
+                        watermark,
+                        bvals[e],
+                        bids[e],
+                        state,
+                        distinct,
+                        groups,
+                        ops,
+                        distinct_features,
+                    )
+                    bnext[e] = bmeta[0]  # push onto the free list
+                    bmeta[0] = e
+                    bmeta[1] += 1
+                else:
+                    previous = e
+                e = following
+        if rows and not _read(
+            slot, t, watermark, state, distinct, buffer, groups, ops, readers, distinct_features,
+            window, scratch, out_int, out_float, i,
+        ):  # fmt: skip
+            return i + 1, True
+    return len(times), False

@@ -1,0 +1,142 @@
+"""count_distinct state of every key of a view, compiled: value → latest time, per key and feature.
+
+One open-addressing table maps (slot, feature j, value id) to an entry of a pool; each entry holds
+the value's latest settled time and links to the next entry of the same (slot, j), so one key's
+values can be listed (snapshots, serving) without scanning the table. Entries are never removed
+one by one: freed keys mark theirs dead, expired ones are just old, and `prune` rebuilds the pool
+and table from the live entries when the pool fills. The tile a value's latest time falls in
+counts it (see batch.py); this module only finds, adds and lists entries.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+EMPTY = -1
+DEAD = -1
+
+
+@numba.njit(cache=True, inline="always")
+def packed(slot: int, j: int, features: int, vid: int) -> int:
+    return ((slot * features + j) << 32) | vid
+
+
+@numba.njit(cache=True, inline="always")
+def _mix(key: int) -> int:
+    x = np.uint64(key)
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    x = x ^ (x >> np.uint64(31))
+    return int(x & np.uint64(0x7FFFFFFFFFFFFFFF))
+
+
+@numba.njit(cache=True, inline="always")
+def find(tkey: np.ndarray, tpos: np.ndarray, ekey: np.ndarray, key: int) -> int:
+    """The entry of `key`, or -1."""
+    mask = len(tkey) - 1
+    h = _mix(key) & mask
+    while tkey[h] != EMPTY:
+        if tkey[h] == key and ekey[tpos[h]] == key:
+            return int(tpos[h])
+        h = (h + 1) & mask
+    return -1
+
+
+@numba.njit(cache=True, inline="always")
+def insert(
+    tkey: np.ndarray,
+    tpos: np.ndarray,
+    ekey: np.ndarray,
+    etime: np.ndarray,
+    enext: np.ndarray,
+    heads: np.ndarray,
+    meta: np.ndarray,
+    slot: int,
+    j: int,
+    key: int,
+    time: int,
+) -> None:
+    """Add a new entry (the caller checked it is absent and the pool has room)."""
+    e = meta[0]
+    meta[0] = e + 1
+    ekey[e] = key
+    etime[e] = time
+    enext[e] = heads[slot, j]
+    heads[slot, j] = e
+    mask = len(tkey) - 1
+    h = _mix(key) & mask
+    while tkey[h] != EMPTY:
+        h = (h + 1) & mask
+    tkey[h] = key
+    tpos[h] = e
+
+
+@numba.njit(cache=True)
+def kill_slot(ekey: np.ndarray, enext: np.ndarray, heads: np.ndarray, slot: int) -> None:
+    """Mark every entry of a freed key dead (they never match again; prune drops them)."""
+    for j in range(heads.shape[1]):
+        e = heads[slot, j]
+        while e != -1:
+            ekey[e] = DEAD
+            e = enext[e]
+        heads[slot, j] = -1
+
+
+@numba.njit(cache=True)
+def list_slot(ekey: np.ndarray, etime: np.ndarray, enext: np.ndarray, heads: np.ndarray, slot: int, j: int):  # type: ignore[no-untyped-def]
+    """(value ids, latest times) of one key's feature j, newest insertion first."""
+    count = 0
+    e = heads[slot, j]
+    while e != -1:
+        count += 1
+        e = enext[e]
+    vids = np.empty(count, np.int64)
+    times = np.empty(count, np.int64)
+    e = heads[slot, j]
+    i = 0
+    while e != -1:
+        vids[i] = ekey[e] & 0xFFFFFFFF
+        times[i] = etime[e]
+        i += 1
+        e = enext[e]
+    return vids, times
+
+
+@numba.njit(cache=True)
+def prune(  # type: ignore[no-untyped-def]
+    ekey: np.ndarray,
+    etime: np.ndarray,
+    enext: np.ndarray,
+    heads: np.ndarray,
+    maxt: np.ndarray,
+    feature_hop: np.ndarray,
+    feature_span: np.ndarray,
+    lateness: int,
+    capacity: int,
+):
+    """A new pool and table holding only the live entries: not dead and, for windows with a hop,
+    latest time in a tile the window at the key's watermark still reaches."""
+    new_ekey = np.empty(capacity, np.int64)
+    new_etime = np.empty(capacity, np.int64)
+    new_enext = np.empty(capacity, np.int64)
+    size = 1024
+    while size < 2 * capacity:
+        size *= 2
+    tkey = np.full(size, EMPTY, np.int64)
+    tpos = np.empty(size, np.int64)
+    meta = np.zeros(1, np.int64)
+    for slot in range(heads.shape[0]):
+        for j in range(heads.shape[1]):
+            e = heads[slot, j]
+            heads[slot, j] = -1
+            hop = feature_hop[j]
+            first = 0
+            if hop > 0:
+                first = (maxt[slot] - lateness) // hop - feature_span[j]
+            while e != -1:
+                key = ekey[e]
+                if key != DEAD and (hop == 0 or etime[e] // hop >= first):
+                    insert(tkey, tpos, new_ekey, new_etime, new_enext, heads, meta, slot, j, key, etime[e])
+                e = enext[e]
+    return new_ekey, new_etime, new_enext, tkey, tpos, meta

@@ -1,0 +1,196 @@
+"""Exact sums of floats in fixed point, compiled: DIGITS signed base-2**32 digits scaled by 2**-SCALE.
+
+The Python engine sums floats exactly as (numerator, k) with unbounded ints; the kernel cannot
+allocate, so it keeps every sum as the integer N = Σ x·2**SCALE in DIGITS int64 digits of 32 bits
+(the top one signed). A float x is *representable* when x·2**SCALE is an integer and
+|x| < 2**MAX_EXPONENT: then adding, subtracting (expiring a tile from a running total) and
+merging are exact, so results do not depend on grouping, exactly as in the Python engine, and
+reading rounds once, correctly (round half to even, like Python's int true division). An
+event with a value that is not representable sends the view back to the Python engine.
+
+Digits are kept normalized after every change: digits 0..DIGITS-2 in [0, 2**32), the top digit
+holding the sign, so each add is a handful of integer operations.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+
+SCALE = 96
+"""Bits after the binary point: x is representable down to 2**-96 (every float ≥ ~1e-13 whole)."""
+DIGITS = 7
+"""224 bits: |N| < 2**223, i.e. |sum| < 2**127 (values below 2**MAX_EXPONENT, 2**47 of them)."""
+MAX_EXPONENT = 80
+_MASK = (1 << 32) - 1
+
+
+@numba.njit(cache=True, inline="always")
+def representable(x: float) -> bool:
+    """x·2**SCALE is an integer and |x| < 2**MAX_EXPONENT (x finite)."""
+    if x == 0.0:
+        return True
+    mantissa, exponent = math.frexp(x)
+    if exponent > MAX_EXPONENT:
+        return False
+    m = np.int64(mantissa * 9007199254740992.0)  # 2**53: exact integer
+    e = exponent - 53
+    while (m & 1) == 0:
+        m >>= 1
+        e += 1
+    return e >= -SCALE
+
+
+@numba.njit(cache=True, inline="always")
+def exponent_k(x: float) -> int:
+    """k of exact_scaled(x): the number of binary digits after the point (0 for integers)."""
+    if x == 0.0:
+        return 0
+    mantissa, exponent = math.frexp(x)
+    m = np.int64(mantissa * 9007199254740992.0)
+    e = exponent - 53
+    while (m & 1) == 0:
+        m >>= 1
+        e += 1
+    return -e if e < 0 else 0
+
+
+@numba.njit(cache=True, inline="always")
+def normalize(d: np.ndarray, at: int) -> None:
+    """Propagate carries so digits at..at+DIGITS-2 are in [0, 2**32) and the top one is signed."""
+    carry = np.int64(0)
+    for i in range(at, at + DIGITS - 1):
+        x = d[i] + carry
+        carry = x >> 32
+        d[i] = x & _MASK
+    d[at + DIGITS - 1] += carry
+
+
+@numba.njit(cache=True, inline="always")
+def add_float(d: np.ndarray, at: int, x: float, sign: int) -> None:
+    """d[at:at+DIGITS] += sign·x·2**SCALE (x representable)."""
+    if x == 0.0:
+        return
+    mantissa, exponent = math.frexp(x)
+    m = np.int64(mantissa * 9007199254740992.0)
+    if m < 0:
+        m = -m
+        sign = -sign
+    p = exponent - 53 + SCALE  # N_x = m·2**p; p ≤ MAX_EXPONENT - 53 + SCALE keeps j + 2 < DIGITS
+    if p < 0:
+        m >>= -p  # only zero bits go: x is representable
+        p = 0
+    j = at + p // 32
+    r = p % 32
+    low = (m & _MASK) << r  # < 2**63
+    high = (m >> 32) << r  # < 2**52
+    d[j] += sign * (low & _MASK)
+    d[j + 1] += sign * ((low >> 32) + (high & _MASK))
+    d[j + 2] += sign * (high >> 32)
+    normalize(d, at)
+
+
+@numba.njit(cache=True, inline="always")
+def add_digits(d: np.ndarray, at: int, s: np.ndarray, sat: int, sign: int) -> None:
+    """d[at:] += sign·s[sat:] (both normalized)."""
+    for i in range(DIGITS):
+        d[at + i] += sign * s[sat + i]
+    normalize(d, at)
+
+
+@numba.njit(cache=True)
+def _round_magnitude(mag: np.ndarray, count: int, shift: int, sticky: bool) -> float:
+    """Correctly rounded value of Σ mag[i]·2**(32i) · 2**-shift (+ a nonzero remainder below it
+    if sticky), for nonnegative digits in [0, 2**32)."""
+    top = -1
+    for i in range(count - 1, -1, -1):
+        if mag[i] != 0:
+            top = i
+            break
+    if top < 0:
+        return 0.0
+    bits = 32 * top
+    v = mag[top]
+    while v:
+        v >>= 1
+        bits += 1
+    if bits <= 63 and not sticky:
+        whole = np.int64(0)
+        for i in range(top, -1, -1):
+            whole = (whole << 32) | mag[i]
+        return math.ldexp(float(whole), -shift)  # int64 → float rounds correctly
+    # The top 63 bits of the magnitude, then round to 53 with the bits below as sticky.
+    cut = bits - 63
+    head = np.int64(0)
+    for i in range(top, -1, -1):
+        position = 32 * i - cut  # where digit i's lowest bit lands in head
+        if position >= 0:
+            head += mag[i] << position
+        elif position > -32:
+            head += mag[i] >> (-position)
+            if mag[i] & ((np.int64(1) << (-position)) - 1):
+                sticky = True
+        elif mag[i] != 0:
+            sticky = True
+    keep = head >> 10
+    rest = head & 0x3FF
+    if rest > 0x200 or (rest == 0x200 and (sticky or (keep & 1) == 1)):
+        keep += 1
+    return math.ldexp(float(keep), cut + 10 - shift)
+
+
+@numba.njit(cache=True)
+def _magnitude(d: np.ndarray, at: int, out: np.ndarray, extra: int) -> int:
+    """|N| as nonnegative digits into out[extra:extra+DIGITS] (out[:extra] zero); returns the sign."""
+    for i in range(extra):
+        out[i] = 0
+    negative = d[at + DIGITS - 1] < 0
+    for i in range(DIGITS):
+        out[extra + i] = -d[at + i] if negative else d[at + i]
+    # normalize the (possibly negated) digits to [0, 2**32)
+    carry = np.int64(0)
+    for i in range(extra, extra + DIGITS):
+        x = out[i] + carry
+        carry = x >> 32
+        out[i] = x & _MASK
+    return -1 if negative else 1
+
+
+@numba.njit(cache=True)
+def to_float(d: np.ndarray, at: int, scratch: np.ndarray) -> float:
+    """N·2**-SCALE rounded once to the nearest float."""
+    sign = _magnitude(d, at, scratch, 0)
+    return sign * _round_magnitude(scratch, DIGITS, SCALE, False)
+
+
+@numba.njit(cache=True)
+def mean_float(d: np.ndarray, at: int, n: int, scratch: np.ndarray) -> float:
+    """N·2**-SCALE / n rounded once (n ≥ 1, n < 2**31): long division with 3 extra digits."""
+    sign = _magnitude(d, at, scratch, 3)
+    count = DIGITS + 3
+    remainder = np.int64(0)
+    for i in range(count - 1, -1, -1):
+        current = (remainder << 32) | scratch[i]
+        scratch[i] = current // n
+        remainder = current - scratch[i] * n
+    return sign * _round_magnitude(scratch, count, SCALE + 96, remainder != 0)
+
+
+def to_int(digits: np.ndarray) -> int:
+    """N as a Python int (for snapshots: numerator at scale 2**-SCALE)."""
+    value = 0
+    for i in range(DIGITS - 1, -1, -1):
+        value = (value << 32) + int(digits[i])
+    return value
+
+
+def from_int(value: int, out: np.ndarray, at: int) -> bool:
+    """Store N = value into out[at:at+DIGITS]; False if it does not fit."""
+    if value >= 1 << (32 * DIGITS - 2) or value < -(1 << (32 * DIGITS - 2)):
+        return False
+    for i in range(DIGITS - 1):
+        out[at + i] = (value >> (32 * i)) & _MASK
+    out[at + DIGITS - 1] = value >> (32 * (DIGITS - 1))
+    return True

@@ -1,0 +1,134 @@
+"""A validated micro-batch through the kernel: build its columns, run batch.process, make the rows.
+
+ViewEngine validates each event (transform, key, value checks) exactly as on its Python path and
+hands the admitted ones here. Values the kernel cannot hold exactly (an int beyond 2**53, a float
+below 2**-96 or above 2**80) stop the batch at that event, like batch.process's own stops: the
+caller moves the view to the Python engine and runs the rest there.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numba
+import numpy as np
+
+from streamfs.engine.kernel import batch
+from streamfs.engine.kernel.fixed import representable
+from streamfs.engine.kernel.store import KernelStore
+from streamfs.engine.state import Key
+from streamfs.records import SourceEvent
+
+_BIG = 2**53
+
+Admitted = tuple[SourceEvent, Key, tuple[Any, ...], int]
+"""(event, entity key, input values, partition) of an event that passed validation."""
+
+
+@dataclass(slots=True)
+class KernelOutput:
+    ran: int  # how many admitted events the kernel took (the rest go to the Python engine)
+    accepted: list[bool]
+    newest: list[int]  # each event's key's newest time before it (for too-late messages)
+    values: list[tuple[Any, ...]]  # rows of the accepted events, in order (empty if rows=False)
+    missing_last: bool  # the last event that ran has no row in `values`: it was not exact here
+
+
+@numba.njit(cache=True)
+def _first_unrepresentable(values: np.ndarray, columns: np.ndarray) -> int:
+    for i in range(values.shape[0]):
+        for c in columns:
+            x = values[i, c]
+            if x == x and not representable(x):
+                return i
+    return int(values.shape[0])
+
+
+def run(store: KernelStore, admitted: list[Admitted], rows: bool) -> KernelOutput:
+    layout = store.layout
+    compiled = store.compiled
+    count = len(admitted)
+    slots = np.fromiter((store.slot(item[3], item[1]) for item in admitted), np.int64, count)
+    times = np.fromiter((item[0].event_time for item in admitted), np.int64, count)
+    width = len(compiled.input_fields)
+    values = np.empty((count, max(width, 1)), np.float64)
+    limit = count
+    for slot in range(width):
+        column = [item[2][slot] for item in admitted]
+        if slot in layout.value_slots:
+            for i, value in enumerate(column):
+                if type(value) is int and not -_BIG < value < _BIG:
+                    limit = min(limit, i)  # the kernel stops here: it cannot hold this int exactly
+                    column = column[:i] + [None] * (count - i)
+                    break
+            values[:, slot] = np.array(column, dtype=np.float64)
+        else:
+            values[:, slot] = [np.nan if value is None else 0.0 for value in column]
+    if layout.summed_slots:
+        summed = np.array(layout.summed_slots, dtype=np.int64)
+        limit = min(limit, _first_unrepresentable(values, summed))
+    ids = np.empty((count, max(len(layout.id_columns), 1)), np.int64)
+    value_id = store.value_id
+    for c, slot in enumerate(layout.id_columns):
+        ids[:, c] = [-1 if item[2][slot] is None else value_id(item[2][slot]) for item in admitted]
+    store.reserve(limit * len(layout.distinct_hop))
+    if layout.lateness:
+        store.reserve_buffer(limit)
+    accepted = np.zeros(limit, np.int8)
+    newest = np.zeros(limit, np.int64)
+    features = layout.features
+    out_int = np.zeros((limit if rows else 0, features), np.int64)
+    out_float = np.zeros((limit if rows else 0, features), np.float64)
+    ran, missing = batch.process(
+        slots[:limit],
+        times[:limit],
+        values[:limit],
+        ids[:limit],
+        rows,
+        layout.lateness,
+        store.state,
+        store.distinct,
+        store.buffer,
+        layout.groups,
+        layout.ops,
+        layout.readers,
+        store.distinct_features,
+        accepted,
+        newest,
+        out_int,
+        out_float,
+    )
+    taken = accepted[:ran].astype(bool)
+    if missing:
+        taken[ran - 1] = False  # its row is not in out_*: the Python engine computes it
+    out: list[tuple[Any, ...]] = []
+    if rows:
+        out = _rows(store, out_int[:ran][taken], out_float[:ran][taken])
+    if missing:
+        taken[ran - 1] = True
+    return KernelOutput(int(ran), taken.tolist(), newest[:ran].tolist(), out, bool(missing))
+
+
+def _rows(store: KernelStore, out_int: np.ndarray, out_float: np.ndarray) -> list[tuple[Any, ...]]:
+    layout = store.layout
+    ints = set(layout.int_columns)
+    nullable = set(layout.nullable_columns)
+    int_valued = set(layout.int_valued_columns)
+    id_valued = set(layout.id_valued_columns)
+    id_values = store.id_values
+    columns: list[list[Any]] = []
+    for column in range(layout.features):
+        if column in id_valued:
+            columns.append([None if vid < 0 else id_values[vid] for vid in out_int[:, column].tolist()])
+            continue
+        if column in ints:
+            columns.append(out_int[:, column].tolist())
+            continue
+        values = out_float[:, column].tolist()
+        if column in int_valued:
+            values = [None if x != x else int(x) for x in values]
+        elif column in nullable:
+            values = [None if x != x else x for x in values]
+        columns.append(values)
+    return list(zip(*columns, strict=True))

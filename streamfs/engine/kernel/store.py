@@ -1,0 +1,464 @@
+"""The kernel's state for one view: numpy arrays with one row per key, and the key ↔ row maps.
+
+KernelStore owns the arrays batch.process updates, hands out rows (*slots*) to keys by source
+partition, and converts one key's state to and from the Python engine's KeyState, which is how
+everything that is not the hot loop (evaluation at any t, serving state, snapshots, restores,
+falling back to the Python engine) reuses the Python engine's code unchanged.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from streamfs.engine.compiled import CompiledView
+from streamfs.engine.kernel import batch
+from streamfs.engine.kernel import distinct as table
+from streamfs.engine.kernel.fixed import DIGITS, SCALE, from_int, representable, to_int
+from streamfs.engine.kernel.layout import KernelLayout
+from streamfs.engine.state import Key, KeyState
+
+_MIN_POOL = 1024
+
+
+class KernelStore:
+    """Kernel arrays of one view, keys by partition, and value ids for count_distinct."""
+
+    def __init__(self, compiled: CompiledView, layout: KernelLayout) -> None:
+        self.compiled = compiled
+        self.layout = layout
+        self.partitions: dict[int, dict[Key, int]] = {}
+        self.owner: list[tuple[int, Key] | None] = []
+        self.free: list[int] = []
+        self.ids: dict[Any, int] = {}
+        self.id_values: list[Any] = []
+        self.capacity = 0
+        tids, icells, kcells, fcells, tots = layout.widths
+        self.maxt = np.empty(0, np.int64)
+        self.seq = np.empty(0, np.int64)
+        self.tids = np.empty((0, tids), np.int64)
+        self.icell = np.empty((0, icells), np.int64)
+        self.kcell = np.empty((0, kcells), np.int64)
+        self.fcell = np.empty((0, fcells), np.float64)
+        self.tot = np.empty((0, tots), np.int64)
+        self.distinct_features = max(len(layout.distinct_hop), 1)
+        self.heads = np.empty((0, self.distinct_features), np.int64)
+        self.ekey = np.empty(_MIN_POOL, np.int64)
+        self.etime = np.empty(_MIN_POOL, np.int64)
+        self.enext = np.empty(_MIN_POOL, np.int64)
+        self.tkey = np.full(2 * _MIN_POOL, table.EMPTY, np.int64)
+        self.tpos = np.empty(2 * _MIN_POOL, np.int64)
+        self.meta = np.zeros(1, np.int64)
+        # the buffer: events after their key's watermark, a linked list per key in one pool
+        width = max(len(compiled.input_fields), 1)
+        self.btime = np.empty(0, np.int64)
+        self.bseq = np.empty(0, np.int64)
+        self.bnext = np.empty(0, np.int64)
+        self.bvals = np.empty((0, width), np.float64)
+        self.bids = np.empty((0, max(len(layout.id_columns), 1)), np.int64)
+        self.bhead = np.empty(0, np.int64)
+        self.bmeta = np.array([-1, 0], np.int64)  # free list head, free entries
+        self._id_column = {slot: c for c, slot in enumerate(layout.id_columns)}
+
+    @property
+    def state(self) -> tuple[np.ndarray, ...]:
+        return (self.maxt, self.seq, self.tids, self.icell, self.kcell, self.fcell, self.tot)
+
+    @property
+    def distinct(self) -> tuple[np.ndarray, ...]:
+        return (self.ekey, self.etime, self.enext, self.heads, self.tkey, self.tpos, self.meta)
+
+    @property
+    def buffer(self) -> tuple[np.ndarray, ...]:
+        return (self.btime, self.bseq, self.bnext, self.bvals, self.bids, self.bhead, self.bmeta)
+
+    def reserve_buffer(self, entries: int) -> None:
+        """Make room for `entries` more buffered events."""
+        if self.bmeta[1] >= entries:
+            return
+        old = len(self.btime)
+        size = max(256, 2 * old)
+        while size - old + int(self.bmeta[1]) < entries:
+            size *= 2
+        extra = size - old
+
+        def more(array: np.ndarray) -> np.ndarray:
+            return np.concatenate([array, np.zeros((extra, *array.shape[1:]), dtype=array.dtype)])
+
+        self.btime, self.bseq, self.bvals, self.bids = (
+            more(self.btime), more(self.bseq), more(self.bvals), more(self.bids)
+        )  # fmt: skip
+        chain = np.arange(old + 1, size + 1, dtype=np.int64)
+        chain[-1] = self.bmeta[0]  # the new entries go in front of the free list
+        self.bnext = np.concatenate([self.bnext, chain])
+        self.bmeta[0] = old
+        self.bmeta[1] += extra
+
+    # ------------------------------------------------------------------ slots
+
+    def slot(self, partition: int, key: Key) -> int:
+        """The key's row, allocated on first sight."""
+        keys = self.partitions.get(partition)
+        if keys is None:
+            keys = self.partitions[partition] = {}
+        slot = keys.get(key)
+        if slot is None:
+            slot = keys[key] = self._allocate((partition, key))
+        return slot
+
+    def find(self, key: Key) -> int | None:
+        for keys in self.partitions.values():
+            slot = keys.get(key)
+            if slot is not None:
+                return slot
+        return None
+
+    def _allocate(self, owner: tuple[int, Key]) -> int:
+        if self.free:
+            slot = self.free.pop()
+            self.owner[slot] = owner
+            return slot
+        if len(self.owner) == self.capacity:
+            self._grow(max(1024, 2 * self.capacity))
+        self.owner.append(owner)
+        return len(self.owner) - 1
+
+    def _grow(self, capacity: int) -> None:
+        extra = capacity - self.capacity
+
+        def more(array: np.ndarray, fill: float) -> np.ndarray:
+            grown = np.full((extra, *array.shape[1:]), fill, dtype=array.dtype)
+            return np.concatenate([array, grown])
+
+        self.maxt = more(self.maxt, batch.UNSEEN)
+        self.seq = more(self.seq, 0)
+        self.tids = more(self.tids, batch.EMPTY_TILE)
+        self.icell = more(self.icell, 0)
+        self.kcell = more(self.kcell, 0)
+        self.fcell = more(self.fcell, np.nan)
+        self.tot = more(self.tot, 0)
+        self.heads = more(self.heads, -1)
+        self.bhead = more(self.bhead, -1)
+        self.capacity = capacity
+
+    def _clear(self, slot: int) -> None:
+        self.maxt[slot] = batch.UNSEEN
+        self.seq[slot] = 0
+        self.tids[slot] = batch.EMPTY_TILE
+        self.tot[slot] = 0
+        table.kill_slot(self.ekey, self.enext, self.heads, slot)
+        e = int(self.bhead[slot])
+        while e != -1:
+            following = int(self.bnext[e])
+            self.bnext[e] = self.bmeta[0]
+            self.bmeta[0] = e
+            self.bmeta[1] += 1
+            e = following
+        self.bhead[slot] = -1
+
+    def drop(self, partition: int) -> None:
+        for slot in self.partitions.pop(partition, {}).values():
+            self._clear(slot)
+            self.owner[slot] = None
+            self.free.append(slot)
+
+    def reserve(self, inserts: int) -> None:
+        """Make room for `inserts` new count_distinct entries (prune, then grow, as needed)."""
+        used = int(self.meta[0])
+        if used + inserts <= len(self.ekey):
+            return
+        live = self._prune(len(self.ekey))
+        need = live + inserts
+        if need > len(self.ekey) // 2:
+            capacity = len(self.ekey)
+            while capacity < 2 * need:
+                capacity *= 2
+            self._prune(capacity)
+
+    def _prune(self, capacity: int) -> int:
+        ekey, etime, enext, tkey, tpos, meta = table.prune(
+            self.ekey,
+            self.etime,
+            self.enext,
+            self.heads,
+            self.maxt,
+            self.layout.distinct_hop,
+            self.layout.distinct_span,
+            self.layout.lateness,
+            capacity,
+        )
+        self.ekey, self.etime, self.enext, self.tkey, self.tpos, self.meta = (
+            ekey,
+            etime,
+            enext,
+            tkey,
+            tpos,
+            meta,
+        )
+        return int(meta[0])
+
+    def value_id(self, value: Any) -> int:
+        vid = self.ids.get(value)
+        if vid is None:
+            vid = self.ids[value] = len(self.id_values)
+            self.id_values.append(value)
+        return vid
+
+    # ------------------------------------------------------------------ KeyState in and out
+
+    def key_state(self, slot: int) -> KeyState:
+        """The Python engine's KeyState equal to this key's kernel state."""
+        compiled, layout = self.compiled, self.layout
+        state = KeyState(compiled.groups)
+        maxt = int(self.maxt[slot])
+        state.max_time = None if maxt == batch.UNSEEN else maxt
+        state.seq = int(self.seq[slot])
+        tids = self.tids[slot].tolist()
+        icell = self.icell[slot]
+        kcell = self.kcell[slot].tolist()
+        fcell = self.fcell[slot].tolist()
+        for g, (group, gs) in enumerate(zip(compiled.groups, state.groups, strict=True)):
+            hop, ring, tid_off, i_off, ni, k_off, nk, f_off, nf, _tot = (int(x) for x in layout.groups[g])
+            watermark = maxt - layout.lateness
+            first = watermark // hop - group.span if hop and state.max_time is not None else None
+            gs.floor = first
+            aggregator = group.aggregator
+            for r in range(ring):
+                tile = tids[tid_off + r]
+                if tile == batch.EMPTY_TILE or aggregator is None:
+                    continue
+                partial = aggregator.empty()
+                base, kbase, fbase = i_off + r * ni, k_off + r * nk, f_off + r * nf
+                for cell in layout.cells[g]:
+                    at = cell.python_offset
+                    if cell.kind in (batch.OP_EVENTS, batch.OP_COUNT):
+                        partial[at] = int(icell[base + cell.icell])
+                    elif cell.kind == batch.OP_STATS:
+                        k = kcell[kbase + cell.kcell]
+                        numerator = to_int(icell[base + cell.icell + 1 : base + cell.icell + 1 + DIGITS])
+                        partial[at : at + 3] = [int(icell[base + cell.icell]), numerator >> (SCALE - k), k]
+                    elif cell.kind == batch.OP_INT_SUM:
+                        partial[at] = to_int(icell[base + cell.icell : base + cell.icell + DIGITS]) >> SCALE
+                    elif cell.kind in (batch.OP_LAST, batch.OP_FIRST):
+                        time, seq, vid = kcell[kbase + cell.kcell : kbase + cell.kcell + 3]
+                        if seq == 0:
+                            partial[at] = None
+                        elif cell.fcell >= 0:
+                            value = fcell[fbase + cell.fcell]
+                            partial[at] = (time, seq, int(value) if cell.slot in layout.int_slots else value)
+                        else:
+                            partial[at] = (time, seq, self.id_values[vid])
+                    else:
+                        value = fcell[fbase + cell.fcell]
+                        if value != value:
+                            partial[at] = None
+                        else:
+                            partial[at] = int(value) if cell.slot in layout.int_slots else value
+                gs.tiles[tile] = partial
+            for j, window in zip(layout.distinct_j[g], gs.distinct, strict=True):
+                vids, times = table.list_slot(self.ekey, self.etime, self.enext, self.heads, slot, j)
+                window.floor = first
+                for vid, time in zip(vids.tolist(), times.tolist(), strict=True):
+                    tile = time // hop if hop else 0
+                    if first is not None and tile < first:
+                        continue
+                    window.latest[self.id_values[vid]] = time
+                    window.per_tile[tile] = window.per_tile.get(tile, 0) + 1
+        state.buffer = self._buffered(slot)
+        return state
+
+    def _buffered(self, slot: int) -> list[tuple[int, int, tuple[Any, ...]]]:
+        layout = self.layout
+        width = len(self.compiled.input_fields)
+        items = []
+        e = int(self.bhead[slot])
+        while e != -1:
+            floats = self.bvals[e].tolist()
+            ids = self.bids[e].tolist()
+            values: list[Any] = []
+            for input_slot in range(width):
+                if input_slot in layout.value_slots:
+                    x = floats[input_slot]
+                    values.append(None if x != x else int(x) if input_slot in layout.int_slots else x)
+                else:
+                    vid = ids[self._id_column[input_slot]]
+                    values.append(None if vid < 0 else self.id_values[vid])
+            items.append((int(self.btime[e]), int(self.bseq[e]), tuple(values)))
+            e = int(self.bnext[e])
+        items.sort(key=lambda item: item[1])
+        return items
+
+    def load(self, partition: int, key: Key, state: KeyState) -> bool:
+        """Put a KeyState into the kernel; False (and nothing changed) if it cannot hold it exactly."""
+        compiled, layout = self.compiled, self.layout
+        if state.max_time is None:
+            return False
+        maxt = state.max_time
+        rows = self._rows(state, maxt - layout.lateness)
+        buffered = self._buffer_rows(state)
+        if rows is None or buffered is None:
+            return False
+        slot = self.slot(partition, key)
+        self._clear(slot)
+        tids, cells, kcell, fcell = rows
+        icell = np.array(cells, dtype=np.int64)
+        self.maxt[slot] = maxt
+        self.seq[slot] = state.seq
+        self.tids[slot] = tids
+        self.icell[slot] = icell
+        self.kcell[slot] = kcell
+        self.fcell[slot] = fcell
+        for g in range(len(compiled.groups)):
+            _hop, ring, tid_off, i_off, ni, _k, _nk, _f, _nf, tot_off = (int(x) for x in layout.groups[g])
+            for r in range(ring):
+                if tids[tid_off + r] != batch.EMPTY_TILE:
+                    self.tot[slot, tot_off : tot_off + ni] += icell[i_off + r * ni : i_off + (r + 1) * ni]
+        # exact sums in the totals: carries must be normalized (sums of normalized digits are not)
+        self._normalize_totals(slot)
+        first_of = [
+            (maxt - layout.lateness) // group.hop - group.span if group.hop else None
+            for group in compiled.groups
+        ]
+        entries = [
+            (j, value, time)
+            for g, gs in enumerate(state.groups)
+            for j, window in zip(layout.distinct_j[g], gs.distinct, strict=True)
+            for value, time in window.latest.items()
+            if first_of[g] is None or time // compiled.groups[g].hop >= first_of[g]  # type: ignore[operator]
+        ]
+        self.reserve_buffer(len(buffered))
+        for time, seq, floats, ids in buffered:
+            e = int(self.bmeta[0])
+            self.bmeta[0] = self.bnext[e]
+            self.bmeta[1] -= 1
+            self.btime[e], self.bseq[e] = time, seq
+            self.bvals[e] = floats
+            self.bids[e] = ids
+            self.bnext[e] = self.bhead[slot]
+            self.bhead[slot] = e
+        self.reserve(len(entries))
+        for j, value, time in entries:
+            key_code = table.packed(slot, j, self.distinct_features, self.value_id(value))
+            table.insert(
+                self.tkey,
+                self.tpos,
+                self.ekey,
+                self.etime,
+                self.enext,
+                self.heads,
+                self.meta,
+                slot,
+                j,
+                key_code,
+                time,
+            )
+        return True
+
+    def _normalize_totals(self, slot: int) -> None:
+        for g, cells in enumerate(self.layout.cells):
+            tot_off = int(self.layout.groups[g, 9])
+            for cell in cells:
+                if cell.kind == batch.OP_STATS:
+                    _normalize(self.tot[slot], tot_off + cell.icell + 1)
+                elif cell.kind == batch.OP_INT_SUM:
+                    _normalize(self.tot[slot], tot_off + cell.icell)
+
+    def _buffer_rows(self, state: KeyState) -> list[tuple[int, int, list[float], list[int]]] | None:
+        """The buffered events as kernel rows, or None if a value is not representable."""
+        layout = self.layout
+        rows = []
+        width = self.bvals.shape[1]
+        for time, seq, values in state.buffer:
+            floats = [float("nan")] * width
+            ids = [-1] * self.bids.shape[1]
+            for input_slot, value in enumerate(values):
+                if input_slot in layout.value_slots and value is not None:
+                    if type(value) not in (int, float) or (
+                        type(value) is int and not -(2**53) < value < 2**53
+                    ):
+                        return None
+                    if input_slot in layout.summed_slots and not representable(float(value)):
+                        return None
+                    floats[input_slot] = float(value)
+                elif input_slot not in layout.value_slots:
+                    floats[input_slot] = float("nan") if value is None else 0.0
+                column = self._id_column.get(input_slot)
+                if column is not None and value is not None:
+                    ids[column] = self.value_id(value)
+            rows.append((time, seq, floats, ids))
+        return rows
+
+    def _rows(
+        self, state: KeyState, watermark: int
+    ) -> tuple[list[int], list[int], list[int], list[float]] | None:
+        """The kernel rows (tids, icell, kcell, fcell) of a KeyState, or None if not representable."""
+        compiled, layout = self.compiled, self.layout
+        widths = layout.widths
+        tids = [int(batch.EMPTY_TILE)] * widths[0]
+        icell = [0] * widths[1]
+        kcell = [0] * widths[2]
+        fcell = [float("nan")] * widths[3]
+        digits = np.zeros(DIGITS, np.int64)
+        for g, (group, gs) in enumerate(zip(compiled.groups, state.groups, strict=True)):
+            hop, ring, tid_off, i_off, ni, k_off, nk, f_off, nf, _tot = (int(x) for x in layout.groups[g])
+            first = watermark // hop - group.span if hop else 0
+            used = {index for index in gs.tiles if index >= first}
+            for window in gs.distinct:
+                used.update(tile for tile in window.per_tile if tile >= first)
+            for index in used:
+                r = index % ring
+                tids[tid_off + r] = index
+                base, kbase, fbase = i_off + r * ni, k_off + r * nk, f_off + r * nf
+                partial = gs.tiles.get(index)
+                if partial is not None:
+                    for cell in layout.cells[g]:
+                        at = cell.python_offset
+                        if cell.kind in (batch.OP_EVENTS, batch.OP_COUNT):
+                            icell[base + cell.icell] = partial[at]
+                        elif cell.kind in (batch.OP_STATS, batch.OP_INT_SUM):
+                            if cell.kind == batch.OP_STATS:
+                                n, numerator, k = partial[at : at + 3]
+                                icell[base + cell.icell] = n
+                                kcell[kbase + cell.kcell] = k
+                                start = base + cell.icell + 1
+                            else:
+                                numerator, k, start = partial[at], 0, base + cell.icell
+                            if k > SCALE or not from_int(numerator << (SCALE - k), digits, 0):
+                                return None
+                            icell[start : start + DIGITS] = digits.tolist()
+                        elif cell.kind in (batch.OP_LAST, batch.OP_FIRST):
+                            kept = partial[at]
+                            if kept is not None:
+                                time, seq, value = kept
+                                vid = -1
+                                if cell.fcell >= 0:
+                                    if type(value) not in (int, float) or (
+                                        type(value) is int and not -(2**53) < value < 2**53
+                                    ):
+                                        return None
+                                    fcell[fbase + cell.fcell] = float(value)
+                                else:
+                                    vid = self.value_id(value)
+                                kcell[kbase + cell.kcell : kbase + cell.kcell + 3] = [time, seq, vid]
+                        else:
+                            value = partial[at]
+                            if value is not None:
+                                if type(value) not in (int, float) or (
+                                    type(value) is int and not -(2**53) < value < 2**53
+                                ):
+                                    return None
+                                fcell[fbase + cell.fcell] = float(value)
+                for cell_at, window in zip(layout.distinct_cells[g], gs.distinct, strict=True):
+                    icell[base + cell_at] = window.per_tile.get(index, 0)
+        return tids, icell, kcell, fcell
+
+    def states(self, partition: int) -> dict[Key, KeyState]:
+        return {key: self.key_state(slot) for key, slot in self.partitions.get(partition, {}).items()}
+
+
+def _normalize(digits: np.ndarray, at: int) -> None:
+    value = 0
+    for i in range(DIGITS - 1, -1, -1):
+        value = (value << 32) + int(digits[at + i])
+    from_int(value, digits, at)

@@ -1,0 +1,283 @@
+"""The compiled kernel (streamfs/engine/kernel) against the Python engine and the reference.
+
+The kernel must be an exact twin of the Python engine: the same rows, the same rejections
+(reason and message), the same evaluations and serving state, the same snapshots (with allowed
+lateness the kernel settles buffered events eagerly, so there its snapshots only round-trip),
+across batch splits, snapshot/restore (in both directions), partition drops, pruning, and the
+hand-over to the Python engine when an event carries a value the kernel cannot hold exactly.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from engine_reference import ReferenceView
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from pydantic import BaseModel
+
+from streamfs.definitions import Aggregate, AggregationName, Entity, FeatureView, KafkaSource
+from streamfs.engine import ViewEngine
+from streamfs.engine.kernel import KernelLayout, store
+from streamfs.records import Position, SourceEvent
+
+
+class Ev(BaseModel):
+    k: str
+    x: float | None = None
+    n: int | None = None
+    s: str | None = None
+    ts: int
+
+
+KERNEL_FUNCTIONS: list[AggregationName] = [
+    "count",
+    "sum",
+    "mean",
+    "min",
+    "max",
+    "count_distinct",
+    "last",
+    "first",
+]
+WINDOWS = [(None, None), (10, 10), (12, 4), (30, 5), (7, 1)]
+FIELD_FOR: dict[str, list[str | None]] = {
+    "count": ["x", "s", "n", None],
+    "count_distinct": ["s", "n", "x"],
+    "min": ["x", "n"],
+    "max": ["x", "n"],
+    "last": ["x", "n", "s"],
+    "first": ["x", "n", "s"],
+}
+ODD_FLOATS = [1e-30, 2.0**90, -(2.0**-100)]  # not representable in the kernel's fixed point
+ODD_INTS = [2**60, -(2**55)]  # beyond 2**53
+
+
+def make_view(features: list[Aggregate], lateness: int = 0, ttl: int | None = None) -> FeatureView:
+    source = KafkaSource("src", topic="t", schema=Ev, timestamp_field="ts", allowed_lateness=lateness)
+    return FeatureView("v", entity=Entity("e", join_keys=["k"]), source=source, features=features, ttl=ttl)
+
+
+@st.composite
+def kernel_views(draw: st.DrawFn) -> FeatureView:
+    functions = draw(st.lists(st.sampled_from(KERNEL_FUNCTIONS), min_size=1, max_size=8))
+    features = []
+    for i, function in enumerate(functions):
+        field = draw(st.sampled_from(FIELD_FOR.get(function, ["x", "n"])))
+        length, hop = draw(st.sampled_from(WINDOWS))
+        features.append(Aggregate(field, function, window=length, hop=hop, name=f"f{i}"))
+    lateness = draw(st.sampled_from([0, 0, 3, 8, 50]))
+    return make_view(features, lateness, ttl=draw(st.sampled_from([None, 25])))
+
+
+@st.composite
+def streams(draw: st.DrawFn, odd: bool = False) -> list[SourceEvent]:
+    size = draw(st.integers(0, 80))
+    keys = draw(st.sampled_from([["a"], ["a", "b"], ["a", "b", "c", "d", "e"]]))
+    partitions = draw(st.sampled_from([1, 1, 2]))
+    time = draw(st.integers(-40, 40))
+    floats = [0.1, 0.2, 1e16, -3.5, 7.0, 1 / 3, 2.5e-8, 123.45]
+    ints = st.integers(-5, 5)
+    if odd:
+        floats += ODD_FLOATS
+        ints = st.one_of(ints, st.sampled_from(ODD_INTS))
+    events = []
+    for offset in range(size):
+        time += draw(st.sampled_from([0, 0, 1, 2, 3, 5, 40, -2, -6, -60]))
+        key = draw(st.sampled_from(keys))
+        fields: dict[str, Any] = {
+            "k": key,
+            "x": draw(st.one_of(st.none(), st.sampled_from(floats))),
+            "n": draw(st.one_of(st.none(), ints)),
+            "s": draw(st.one_of(st.none(), st.sampled_from(["m1", "m2", "m3", "m4"]))),
+            "ts": time,
+        }
+        partition = keys.index(key) % partitions
+        events.append(SourceEvent(fields, time, 1_000 + offset, Position("t", partition, offset)))
+    return events
+
+
+@pytest.fixture(autouse=True)
+def small_pools(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Start the count_distinct pool tiny, so random streams prune and grow it too."""
+    monkeypatch.setattr(store, "_MIN_POOL", 4)
+
+
+def run_both(
+    view: FeatureView, events: list[SourceEvent], cuts: list[int], restore_at: int | None, cross: bool
+) -> tuple[ViewEngine, ViewEngine, list[Any], list[Any]]:
+    """Run the kernel and the Python engine over the same batches; at restore_at, each restores
+    its own snapshot (or, with cross, the other engine's)."""
+    kernel, python = ViewEngine(view), ViewEngine(view, kernel=False)
+    assert kernel.kernel_refusal is None and kernel.uses_kernel
+    assert not python.uses_kernel
+    out: dict[str, list[Any]] = {"kernel": [], "python": []}
+    previous = 0
+    for cut in [*cuts, len(events)]:
+        for name, engine in (("kernel", kernel), ("python", python)):
+            result = engine.process(events[previous:cut])
+            out[name].append(
+                ([(r.key, r.event_time, r.position, r.values) for r in result.rows], result.filtered)
+            )
+            out[name].append([(r.reason, r.detail, r.position) for r in result.rejected])
+        previous = cut
+        if kernel._kernel is not None:  # prune may run before any batch: make it run here
+            kernel._kernel._prune(len(kernel._kernel.ekey))
+        if cut == restore_at:
+            snapshots = {
+                name: [json.loads(json.dumps(e.snapshot(p))) for p in e.partitions]
+                for name, e in (("kernel", kernel), ("python", python))
+            }
+            if view.source.allowed_lateness == 0:  # else the buffers may settle at other times
+                assert snapshots["kernel"] == snapshots["python"]
+            kernel, python = ViewEngine(view), ViewEngine(view, kernel=False)
+            for name, engine in (("kernel", kernel), ("python", python)):
+                source = ("python" if name == "kernel" else "kernel") if cross else name
+                for snapshot in snapshots[source]:
+                    engine.restore(snapshot)
+    return kernel, python, out["kernel"], out["python"]
+
+
+def assert_same_state(kernel: ViewEngine, python: ViewEngine) -> None:
+    assert kernel.partitions == python.partitions
+    assert sorted(kernel.keys()) == sorted(python.keys())
+    for partition in python.partitions:
+        snapshot = kernel.snapshot(partition)
+        if kernel.view.source.allowed_lateness == 0:
+            assert snapshot == python.snapshot(partition)
+        again = ViewEngine(kernel.view)
+        again.restore(json.loads(json.dumps(snapshot)))
+        if kernel.uses_kernel:  # (a Python engine's snapshot may hold tiles the kernel drops)
+            assert again.snapshot(partition) == snapshot
+        for key in again.keys(partition):
+            watermark = python.watermark(key)
+            assert watermark is not None
+            assert again.evaluate(key, watermark + 4) == python.evaluate(key, watermark + 4)
+    for key in python.keys(None):
+        watermark = python.watermark(key)
+        assert watermark is not None and kernel.watermark(key) == watermark
+        assert kernel.serving_state(key) == python.serving_state(key)
+        for delta in (0, 1, 4, 5, 11, 30, 31, 200):
+            assert kernel.evaluate(key, watermark + delta) == python.evaluate(key, watermark + delta)
+            assert kernel.serve(key, watermark + delta) == python.serve(key, watermark + delta)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(kernel_views(), streams(), st.data())
+def test_kernel_matches_python_engine_and_reference(
+    view: FeatureView, events: list[SourceEvent], data: st.DataObject
+) -> None:
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(events)), max_size=4)))
+    restore_at = data.draw(st.sampled_from([None, *cuts])) if cuts else None
+    kernel, python, kernel_out, python_out = run_both(
+        view, events, cuts, restore_at, data.draw(st.booleans())
+    )
+    assert kernel_out == python_out
+    assert kernel.uses_kernel  # no odd values: the kernel ran everything
+    assert_same_state(kernel, python)
+
+    expected_rows, expected_rejected = ReferenceView(view).process(events)
+    rows = [(key, time, values) for batch in kernel_out[::2] for key, time, _, values in batch[0]]
+    assert rows == expected_rows
+    assert [reason for batch in kernel_out[1::2] for reason, _, _ in batch] == expected_rejected
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(kernel_views(), streams(odd=True), st.data())
+def test_kernel_hands_odd_values_to_the_python_engine(
+    view: FeatureView, events: list[SourceEvent], data: st.DataObject
+) -> None:
+    """A float outside the fixed point or an int beyond 2**53 moves the view to the Python
+    engine mid-batch; nothing changes in what comes out."""
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(events)), max_size=3)))
+    restore_at = data.draw(st.sampled_from([None, *cuts])) if cuts else None
+    kernel, python, kernel_out, python_out = run_both(view, events, cuts, restore_at, False)
+    assert kernel_out == python_out
+    assert_same_state(kernel, python)
+
+
+def ev(t: int, key: str = "a", partition: int = 0, **fields: Any) -> SourceEvent:
+    return SourceEvent({"k": key, "ts": t, **fields}, t, t, Position("t", partition, t))
+
+
+def test_an_unrepresentable_float_moves_the_view_to_the_python_engine() -> None:
+    view = make_view([Aggregate("x", "sum", window=10, hop=5), Aggregate("x", "count")])
+    kernel, python = ViewEngine(view), ViewEngine(view, kernel=False)
+    events = [ev(1, x=0.5), ev(2, x=1e-30), ev(3, x=0.25)]
+    rows = [r.values for r in kernel.process(events).rows]
+    assert not kernel.uses_kernel
+    assert (
+        rows
+        == [r.values for r in python.process(events).rows]
+        == [(0.5, 1), (0.5 + 1e-30, 2), (0.75 + 1e-30, 3)]
+    )
+
+
+def test_an_int_sum_leaving_int64_moves_the_view_to_the_python_engine() -> None:
+    view = make_view([Aggregate("n", "sum")])
+    kernel = ViewEngine(view)
+    big = 2**52
+    result = kernel.process([ev(t, n=big) for t in range(1, 2100)])
+    assert not kernel.uses_kernel
+    assert result.rows[-1].values == (2099 * big,)  # beyond int64, exact, as the Python engine gives
+
+
+def test_a_dropped_partition_leaves_nothing_behind_for_the_keys_that_reuse_its_rows() -> None:
+    view = make_view([Aggregate("s", "count_distinct", window=10, hop=5), Aggregate("x", "max")])
+    engine = ViewEngine(view)
+    engine.process([ev(1, "a", 0, s="m1", x=9.0), ev(2, "b", 0, s="m2", x=8.0)])
+    engine.drop(0)
+    assert engine.keys() == [] and engine.evaluate(("a",), 2) is None
+    result = engine.process([ev(3, "c", 1, s="m1", x=1.0), ev(4, "d", 1, s="m3", x=2.0)])
+    assert engine.uses_kernel
+    assert [r.values for r in result.rows] == [(1, 1.0), (1, 2.0)]
+
+
+@pytest.mark.parametrize("lateness", [0, 7])
+def test_count_distinct_survives_pruning_and_growth_of_its_table(lateness: int) -> None:
+    """Thousands of distinct values per key expire and come back: the entry pool is pruned and
+    grown many times; every row still equals the Python engine's."""
+    features = [Aggregate("s", "count_distinct", window=30, hop=5), Aggregate("s", "count_distinct")]
+    view = make_view(features, lateness)
+    kernel, python = ViewEngine(view), ViewEngine(view, kernel=False)
+    events = [ev(t - (t % 3) * 2, f"k{t % 7}", s=f"v{(t * 7919) % 3001}") for t in range(20_000)]
+    for start in range(0, len(events), 2_500):
+        batch = events[start : start + 2_500]
+        assert [r.values for r in kernel.process(batch).rows] == [
+            r.values for r in python.process(batch).rows
+        ]
+    assert kernel.uses_kernel
+    assert_same_state(kernel, python)
+
+
+def test_rejections_keep_their_order_within_a_batch() -> None:
+    view = make_view([Aggregate("x", "sum")])
+    kernel, python = ViewEngine(view), ViewEngine(view, kernel=False)
+    events = [ev(5, x=1.0), ev(3, x=1.0), ev(6, x=float("nan")), ev(2, x=2.0), SourceEvent({"ts": 7}, 7, 7)]
+    got = [(r.reason, r.detail) for r in kernel.process(events).rejected]
+    assert got == [(r.reason, r.detail) for r in python.process(events).rejected]
+    assert [reason for reason, _ in got] == ["too_late", "bad_value", "too_late", "missing_key"]
+
+
+@pytest.mark.parametrize(
+    ("features", "lateness", "reason"),
+    [
+        ([Aggregate("x", "stddev", window=10, hop=5)], 0, "stddev or variance"),
+        ([Aggregate("s", "max")], 0, "a numeric aggregation of 's', not an int or float"),
+        ([Aggregate("x", "sum", window=1000, hop=1)], 0, "1000 tiles per key (more than 512)"),
+    ],
+)
+def test_views_the_kernel_does_not_run_say_why(features: list[Aggregate], lateness: int, reason: str) -> None:
+    engine = ViewEngine(make_view(features, lateness))
+    assert not engine.uses_kernel
+    assert engine.kernel_refusal == reason
+    assert isinstance(KernelLayout.build(engine.compiled), str)
+
+
+def test_streamfs_engine_python_turns_the_kernel_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    view = make_view([Aggregate("x", "sum")])
+    assert ViewEngine(view).uses_kernel
+    monkeypatch.setenv("STREAMFS_ENGINE", "python")
+    assert not ViewEngine(view).uses_kernel
