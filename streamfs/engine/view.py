@@ -96,6 +96,73 @@ class ViewEngine:
                 self._ingest(admitted, rows, result)
         return result
 
+    def process_answering(
+        self, events: Sequence[SourceEvent], asks: Sequence[tuple[int, Key, int]], *, serve: bool
+    ) -> list[tuple[dict[str, Any] | None, bool]]:
+        """Update the state with `events` (like process(rows=False); rejections are not kept),
+        answering asks on the way: ask (i, key, t), in order of i, is answered once the first i
+        events are in, as serve(key, t) (or evaluate(key, t)) would answer then, with whether
+        the key had an accepted event by then. One call for a replay's whole stretch, so the
+        kernel answers a training set's labels without leaving its loop."""
+        store = self._kernel
+        if store is None:
+            return self._answer_in_python(list(events), 0, asks, serve)
+        admitted: list[Admitted] = []
+        before = [0]
+        for event in events:
+            item = self._admit(event)
+            if item is not None and not isinstance(item, Rejected):
+                admitted.append(item)
+            before.append(len(admitted))
+        out = kernel_run(store, admitted, False, [(before[i], key, t, serve) for i, key, t in asks])
+        dirty = self._dirty
+        for index in range(out.ran):
+            if out.accepted[index]:
+                dirty[admitted[index][3]].add(admitted[index][1])
+        answers: list[tuple[dict[str, Any] | None, bool]] = []
+        names = self.feature_names
+        for (_, _key, t), values, newest in zip(asks, out.answers, out.ask_newest, strict=False):
+            if values is None:
+                answers.append((None, False))
+            elif self.ttl is not None and t - newest > self.ttl:
+                answers.append((None, True))
+            else:
+                answers.append((dict(zip(names, values, strict=True)), True))
+        if len(answers) < len(asks) or out.ran < len(admitted):
+            self._leave_kernel()
+            rest = [(before[i], key, t) for i, key, t in asks[len(answers) :]]
+            answers += self._answer_admitted(admitted, out.ran, rest, serve)
+        return answers
+
+    def _answer_in_python(
+        self, events: list[SourceEvent], start: int, asks: Sequence[tuple[int, Key, int]], serve: bool
+    ) -> list[tuple[dict[str, Any] | None, bool]]:
+        admitted: list[Admitted] = []
+        before = [0]
+        for event in events:
+            item = self._admit(event)
+            if item is not None and not isinstance(item, Rejected):
+                admitted.append(item)
+            before.append(len(admitted))
+        return self._answer_admitted(admitted, start, [(before[i], key, t) for i, key, t in asks], serve)
+
+    def _answer_admitted(
+        self, admitted: list[Admitted], start: int, asks: Sequence[tuple[int, Key, int]], serve: bool
+    ) -> list[tuple[dict[str, Any] | None, bool]]:
+        """The Python engine's process_answering over admitted events from `start` on."""
+        ignored = ProcessResult()
+        answers: list[tuple[dict[str, Any] | None, bool]] = []
+        done = start
+        for position, key, t in asks:
+            while done < position:
+                self._ingest(admitted[done], False, ignored)
+                done += 1
+            values = self.serve(key, t) if serve else self.evaluate(key, t)
+            answers.append((values, values is not None or self.watermark(key) is not None))
+        for item in admitted[done:]:
+            self._ingest(item, False, ignored)
+        return answers
+
     def _admit(self, event: SourceEvent) -> Admitted | Rejected | None:
         """The event's key and input values, its rejection, or None if the transform filtered it."""
         compiled = self.compiled

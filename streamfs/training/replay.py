@@ -37,7 +37,7 @@ archive rows in archive_rows.py.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -48,6 +48,7 @@ import pyarrow.compute as pc
 from streamfs.definitions import FeatureView
 from streamfs.engine import Key, ViewEngine
 from streamfs.offline.layout import DataFile
+from streamfs.records import SourceEvent
 from streamfs.training.archive_rows import (
     ARRIVAL_ORDER,
     EVENT_ORDER,
@@ -65,6 +66,9 @@ __all__ = ["Mode", "Replay", "replay_bucket"]
 
 Mode = Literal["as_served", "event_time"]
 Flags = np.ndarray[Any, np.dtype[np.bool_]]
+_STRETCH = 20_000
+"""Events per ViewEngine.process_answering call while answering labels (bounds the memory of
+the events held at once; larger stretches amortize the call)."""
 
 
 @dataclass(slots=True)
@@ -154,7 +158,7 @@ def _as_served(request: Replay, bucket: _Bucket, columns: list[list[Any]]) -> No
     reach = bucket.starts.copy()
     reach[bucket.label_units] = cuts
     engine = ViewEngine(request.view)
-    unseen = _answer_labels(request, engine, ViewEngine.serve, table, units, reach, cuts, bucket, columns)
+    unseen = _answer_labels(request, engine, True, table, units, reach, cuts, bucket, columns)
     _fill_known_later(request, [(engine, reach, None)], unseen, bucket, columns)
 
 
@@ -201,9 +205,7 @@ def _event_time(request: Replay, bucket: _Bucket, columns: list[list[Any]]) -> N
     second = ViewEngine(view)
     cuts = label_cuts(accepted_units, ms(accepted, "event_time"), bucket.label_units, bucket.label_times)
     reach = edges[1:].astype(np.int64)  # every accepted row of a unit is ≤ its latest label
-    unseen = _answer_labels(
-        request, second, ViewEngine.evaluate, accepted, accepted_units, reach, cuts, bucket, columns
-    )
+    unseen = _answer_labels(request, second, False, accepted, accepted_units, reach, cuts, bucket, columns)
     # Known later: candidate units ask pass 1's engine (reading on in arrival order); the others
     # accept every event that is not rejected on its own (bad value, missing key), whatever the
     # order, so pass 2's engine reading their remaining rows answers the same.
@@ -243,7 +245,7 @@ def _maybe_late(units: Times, event_times: Times, head: Flags, starts: Times, la
 def _answer_labels(
     request: Replay,
     engine: ViewEngine,
-    answer: Callable[[ViewEngine, Key, int], dict[str, Any] | None],
+    serve: bool,
     table: pa.Table,
     units: Times,
     reach: Times,
@@ -252,30 +254,48 @@ def _answer_labels(
     columns: list[list[Any]],
 ) -> list[int]:
     """Replay each unit's rows [start, reach) of `table` (sorted by unit, then time), answering
-    its labels (sorted the same way) at their cuts; returns the labels (positions in the sorted
-    label list) whose entity the engine had not seen yet."""
+    its labels (sorted the same way) at their cuts, as serve (else evaluate) answers; returns the
+    labels (positions in the sorted label list) whose entity the engine had not seen yet.
+
+    Events and labels go to the engine in stretches of about _STRETCH events, each label asked
+    at its place among them (ViewEngine.process_answering), so the kernel answers them inside
+    its own loop instead of one call per label."""
     rows = np.arange(table.num_rows, dtype=np.int64)
     needed = rows < reach[units] if len(units) else np.zeros(0, dtype=np.bool_)
     prefix = np.zeros(table.num_rows + 1, dtype=np.int64)
     np.cumsum(needed, out=prefix[1:])
     chosen = table.filter(pa.array(needed)) if not needed.all() else table
     cursor = Cursor(chosen, request.view)
-    process = engine.process
     features = request.features
     unseen: list[int] = []
     label_local = bucket.label_local.tolist()
+    pending: list[SourceEvent] = []
+    asks: list[tuple[int, Key, int]] = []
+    asked: list[int] = []
+
+    def answer_pending() -> None:
+        answers = engine.process_answering(pending, asks, serve=serve)
+        for sorted_index, (values, seen) in zip(asked, answers, strict=True):
+            if values is not None:
+                local = label_local[sorted_index]
+                for column, name in zip(columns, features, strict=True):
+                    column[local] = values[name]
+            elif not seen:
+                unseen.append(sorted_index)
+        pending.clear()
+        asks.clear()
+        asked.clear()
+
     for sorted_index, (key, t, cut) in enumerate(
         zip(bucket.label_keys, bucket.label_times.tolist(), prefix[cuts].tolist(), strict=True)
     ):
         for batch in cursor.advance(cut):
-            process(batch, rows=False)
-        values = answer(engine, key, t)
-        if values is not None:
-            local = label_local[sorted_index]
-            for column, name in zip(columns, features, strict=True):
-                column[local] = values[name]
-        elif engine.watermark(key) is None:
-            unseen.append(sorted_index)
+            pending.extend(batch)
+        asks.append((len(pending), key, t))
+        asked.append(sorted_index)
+        if len(pending) >= _STRETCH:
+            answer_pending()
+    answer_pending()
     return unseen
 
 

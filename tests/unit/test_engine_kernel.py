@@ -281,3 +281,37 @@ def test_streamfs_engine_python_turns_the_kernel_off(monkeypatch: pytest.MonkeyP
     assert ViewEngine(view).uses_kernel
     monkeypatch.setenv("STREAMFS_ENGINE", "python")
     assert not ViewEngine(view).uses_kernel
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(kernel_views(), st.one_of(streams(), streams(odd=True)), st.data())
+def test_answers_asked_during_a_replay_match_the_python_engine(
+    view: FeatureView, events: list[SourceEvent], data: st.DataObject
+) -> None:
+    """process_answering (training sets): each ask is answered as serve/evaluate would answer
+    right after its position, by the kernel inside its loop and by the Python engine alike."""
+    serve = data.draw(st.booleans())
+    positions = sorted(data.draw(st.lists(st.integers(0, len(events)), max_size=12)))
+    asks = [
+        (position, (data.draw(st.sampled_from(["a", "b", "c", "zz"])),), data.draw(st.integers(-50, 400)))
+        for position in positions
+    ]
+    cut = data.draw(st.integers(0, len(events)))
+    kernel, python = ViewEngine(view), ViewEngine(view, kernel=False)
+    for engine in (kernel, python):
+        engine.process(events[:cut], rows=False)
+    shifted = [(max(position - cut, 0), key, t) for position, key, t in asks if position >= cut]
+    got = kernel.process_answering(events[cut:], shifted, serve=serve)
+    expected = python.process_answering(events[cut:], shifted, serve=serve)
+    assert got == expected
+    assert len(got) == len(shifted)
+    # and the Python engine answers as serve/evaluate do after each prefix
+    fresh = ViewEngine(view, kernel=False)
+    done = cut
+    fresh.process(events[:cut], rows=False)
+    for (position, key, t), (values, seen) in zip(shifted, expected, strict=True):
+        fresh.process(events[done : cut + position], rows=False)
+        done = cut + position
+        assert values == (fresh.serve(key, t) if serve else fresh.evaluate(key, t))
+        assert seen == (values is not None or fresh.watermark(key) is not None)
+    assert_same_state(kernel, python)

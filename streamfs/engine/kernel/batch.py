@@ -452,13 +452,36 @@ def process(  # type: ignore[no-untyped-def]
     newest: np.ndarray,
     out_int: np.ndarray,
     out_float: np.ndarray,
+    asks: np.ndarray,
+    ask_newest: np.ndarray,
+    ask_int: np.ndarray,
+    ask_float: np.ndarray,
 ):
-    """Run the events in order; returns (how many ran, whether the last one's row is missing)."""
+    """Run the events in order; returns (how many ran, whether the last one's row is missing,
+    how many asks were answered).
+
+    asks rows: (position, slot or -1, t, serve): answered after the first `position` events,
+    as the window at max(t, newest) (serve: what the online store answers) or max(t, watermark)
+    (evaluate), into row q of ask_int/ask_float, with the key's newest time (UNSEEN if none)."""
     maxt, seq, tot = state[0], state[1], state[6]
     btime, bseq, bnext, bvals, bids, bhead, bmeta = buffer
     scratch = np.zeros(2 * DIGITS + 4, np.int64)
     window = np.zeros(tot.shape[1], np.int64)
-    for i in range(len(times)):
+    q = 0
+    for i in range(len(times) + 1):
+        while q < asks.shape[0] and asks[q, 0] <= i:
+            ask_slot = asks[q, 1]
+            ask_newest[q] = UNSEEN if ask_slot < 0 else maxt[ask_slot]
+            if ask_newest[q] != UNSEEN:
+                mark = maxt[ask_slot] if asks[q, 3] else maxt[ask_slot] - lateness
+                if not _read(
+                    ask_slot, max(asks[q, 2], mark), maxt[ask_slot] - lateness, state, distinct, buffer,
+                    groups, ops, readers, distinct_features, window, scratch, ask_int, ask_float, q,
+                ):  # fmt: skip
+                    return i, False, q
+            q += 1
+        if i == len(times):
+            break
         slot = slots[i]
         t = times[i]
         newest[i] = maxt[slot]
@@ -530,5 +553,5 @@ def process(  # type: ignore[no-untyped-def]
             slot, t, watermark, state, distinct, buffer, groups, ops, readers, distinct_features,
             window, scratch, out_int, out_float, i,
         ):  # fmt: skip
-            return i + 1, True
-    return len(times), False
+            return i + 1, True, q
+    return len(times), False, q

@@ -33,6 +33,8 @@ class KernelOutput:
     newest: list[int]  # each event's key's newest time before it (for too-late messages)
     values: list[tuple[Any, ...]]  # rows of the accepted events, in order (empty if rows=False)
     missing_last: bool  # the last event that ran has no row in `values`: it was not exact here
+    answers: list[tuple[Any, ...] | None]  # the asks answered (a prefix of them), None if unseen
+    ask_newest: list[int]  # each answered ask's key's newest event time then (batch.UNSEEN if none)
 
 
 @numba.njit(cache=True)
@@ -45,7 +47,16 @@ def _first_unrepresentable(values: np.ndarray, columns: np.ndarray) -> int:
     return int(values.shape[0])
 
 
-def run(store: KernelStore, admitted: list[Admitted], rows: bool) -> KernelOutput:
+NO_ASKS = np.zeros((0, 4), np.int64)
+
+
+def run(
+    store: KernelStore,
+    admitted: list[Admitted],
+    rows: bool,
+    asks: list[tuple[int, Key, int, bool]] = (),  # type: ignore[assignment]
+) -> KernelOutput:
+    """Run admitted events (and answer asks: (position among them, key, t, serve))."""
     layout = store.layout
     compiled = store.compiled
     count = len(admitted)
@@ -80,7 +91,17 @@ def run(store: KernelStore, admitted: list[Admitted], rows: bool) -> KernelOutpu
     features = layout.features
     out_int = np.zeros((limit if rows else 0, features), np.int64)
     out_float = np.zeros((limit if rows else 0, features), np.float64)
-    ran, missing = batch.process(
+    ask_table = NO_ASKS
+    runnable = [ask for ask in asks if ask[0] <= limit]  # (asks are in position order)
+    if runnable:
+        ask_table = np.array(
+            [(position, _slot_or_none(store, key), t, serve) for position, key, t, serve in runnable],
+            dtype=np.int64,
+        ).reshape(len(runnable), 4)
+    ask_newest = np.zeros(len(ask_table), np.int64)
+    ask_int = np.zeros((len(ask_table), features), np.int64)
+    ask_float = np.zeros((len(ask_table), features), np.float64)
+    ran, missing, answered = batch.process(
         slots[:limit],
         times[:limit],
         values[:limit],
@@ -98,6 +119,10 @@ def run(store: KernelStore, admitted: list[Admitted], rows: bool) -> KernelOutpu
         newest,
         out_int,
         out_float,
+        ask_table,
+        ask_newest,
+        ask_int,
+        ask_float,
     )
     taken = accepted[:ran].astype(bool)
     if missing:
@@ -107,7 +132,23 @@ def run(store: KernelStore, admitted: list[Admitted], rows: bool) -> KernelOutpu
         out = _rows(store, out_int[:ran][taken], out_float[:ran][taken])
     if missing:
         taken[ran - 1] = True
-    return KernelOutput(int(ran), taken.tolist(), newest[:ran].tolist(), out, bool(missing))
+    answers: list[tuple[Any, ...] | None] = []
+    if len(ask_table):
+        answered = int(answered)
+        seen = ask_newest[:answered] != batch.UNSEEN
+        found = iter(_rows(store, ask_int[:answered][seen], ask_float[:answered][seen]))
+        answers = [next(found) if was_seen else None for was_seen in seen.tolist()]
+        newest_of_asks = ask_newest[:answered].tolist()
+    else:
+        newest_of_asks = []
+    return KernelOutput(
+        int(ran), taken.tolist(), newest[:ran].tolist(), out, bool(missing), answers, newest_of_asks
+    )
+
+
+def _slot_or_none(store: KernelStore, key: Key) -> int:
+    slot = store.find(key)
+    return -1 if slot is None else slot
 
 
 def _rows(store: KernelStore, out_int: np.ndarray, out_float: np.ndarray) -> list[tuple[Any, ...]]:
