@@ -10,14 +10,19 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+import pyarrow as pa
+
 from streamfs.aggregations import empty_result
 from streamfs.definitions import Aggregate, FeatureView
 from streamfs.engine import snapshot as snapshots
 from streamfs.engine.compiled import CompiledView
 from streamfs.engine.ingest import accept, add_to_complete, ingest_buffered, ingest_newest
 from streamfs.engine.kernel import KernelLayout, KernelStore, kernel_enabled
-from streamfs.engine.kernel.run import Admitted
+from streamfs.engine.kernel.columns import table_columns
+from streamfs.engine.kernel.run import Admitted, KernelOutput
 from streamfs.engine.kernel.run import run as kernel_run
+from streamfs.engine.kernel.run import run_columns as kernel_run_columns
 from streamfs.engine.reads import evaluate_all, row
 from streamfs.engine.serving import ServingState, serving_state
 from streamfs.engine.state import Key, KeyState
@@ -119,6 +124,47 @@ class ViewEngine:
         for index in range(out.ran):
             if out.accepted[index]:
                 dirty[admitted[index][3]].add(admitted[index][1])
+        answers = self._kernel_answers(asks, out)
+        if len(answers) < len(asks) or out.ran < len(admitted):
+            self._leave_kernel()
+            rest = [(before[i], key, t) for i, key, t in asks[len(answers) :]]
+            answers += self._answer_admitted(admitted, out.ran, rest, serve)
+        return answers
+
+    def process_table_answering(
+        self, table: pa.Table, asks: Sequence[tuple[int, Key, int]], *, serve: bool
+    ) -> tuple[list[tuple[dict[str, Any] | None, bool]], int] | None:
+        """process_answering for archive rows given as an Arrow table (schema fields, event_time,
+        partition), straight into the kernel's arrays (kernel/columns.py). Returns the answers
+        and how many rows ran; the caller runs the rest (and answers the rest of the asks) with
+        process_answering, on the Python engine. None when the kernel cannot take the table as
+        columns (no kernel, a transform, a value the checks would reject): nothing ran."""
+        store = self._kernel
+        columns = table_columns(store, table) if store is not None else None
+        if store is None or columns is None:
+            return None
+        out = kernel_run_columns(
+            store,
+            columns.slots,
+            columns.times,
+            columns.values,
+            columns.ids,
+            table.num_rows,
+            False,
+            [(i, key, t, serve) for i, key, t in asks],
+        )
+        dirty = self._dirty
+        keys, partitions = columns.keys, columns.partitions
+        for index in np.flatnonzero(np.asarray(out.accepted, dtype=np.bool_)).tolist():
+            dirty.setdefault(partitions[index], set()).add(keys[index])
+        answers = self._kernel_answers(asks, out)
+        if len(answers) < len(asks) or out.ran < table.num_rows:
+            self._leave_kernel()
+        return answers, out.ran
+
+    def _kernel_answers(
+        self, asks: Sequence[tuple[int, Key, int]], out: KernelOutput
+    ) -> list[tuple[dict[str, Any] | None, bool]]:
         answers: list[tuple[dict[str, Any] | None, bool]] = []
         names = self.feature_names
         for (_, _key, t), values, newest in zip(asks, out.answers, out.ask_newest, strict=False):
@@ -128,10 +174,6 @@ class ViewEngine:
                 answers.append((None, True))
             else:
                 answers.append((dict(zip(names, values, strict=True)), True))
-        if len(answers) < len(asks) or out.ran < len(admitted):
-            self._leave_kernel()
-            rest = [(before[i], key, t) for i, key, t in asks[len(answers) :]]
-            answers += self._answer_admitted(admitted, out.ran, rest, serve)
         return answers
 
     def _answer_in_python(
@@ -323,6 +365,9 @@ class ViewEngine:
 
     def watermark(self, key: Key) -> int | None:
         """The key's watermark (newest accepted event time - allowed lateness), None if unseen."""
+        if self._kernel is not None:
+            newest = self._kernel.newest(key)
+            return None if newest is None else newest - self.compiled.lateness
         state = self._find(key)
         if state is None or state.max_time is None:
             return None

@@ -8,7 +8,7 @@ inclusive and `end` exclusive, on event time.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +17,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from streamfs.definitions import FeatureView, KafkaSource
-from streamfs.durations import datetime_to_ms, ms_to_datetime, us_to_datetime
+from streamfs.durations import datetime_to_ms
 from streamfs.offline import layout
+from streamfs.pyvalues import python_values
 from streamfs.records import Position, SourceEvent
 
 __all__ = [
@@ -120,7 +121,7 @@ def archived_events(
 def events_from_table(table: pa.Table, source: KafkaSource) -> list[SourceEvent]:
     """Archive rows back to SourceEvents, in table order, with exactly the archived field values."""
     names = [name for name in source.schema.model_fields if name in table.column_names]
-    columns = [_python_values(table.column(name)) for name in names]
+    columns = [python_values(table.column(name)) for name in names]
     topics = table.column("topic").to_pylist()
     partitions = table.column("partition").to_pylist()
     offsets = table.column("offset").to_pylist()
@@ -135,18 +136,6 @@ def events_from_table(table: pa.Table, source: KafkaSource) -> list[SourceEvent]
     ]
 
 
-def _python_values(column: pa.ChunkedArray) -> list[Any]:
-    """Column values as Python objects; timestamps as aware UTC datetimes (datetime.UTC): ms for
-    event and arrival times, µs for datetime fields."""
-    kind = column.type
-    if pa.types.is_timestamp(kind):
-        ticks = column.cast(pa.int64()).to_pylist()
-        if kind.unit == "ms":
-            return [None if ms is None else ms_to_datetime(ms) for ms in ticks]
-        if kind.unit == "us":
-            return [None if us is None else us_to_datetime(us) for us in ticks]
-        return [None if value is None else value.astimezone(UTC) for value in column.to_pylist()]
-    return list(column.to_pylist())
 
 
 def _overlapping_groups(files: list[layout.DataFile]) -> Iterator[list[layout.DataFile]]:

@@ -130,6 +130,13 @@ class Cursor:
             yield self.buffer[self.position - self.buffer_start : upto - self.buffer_start]
             self.position = upto
 
+    def take_table(self, stop: int) -> pa.Table:
+        """Rows [position, stop) as an Arrow table (for the kernel's columnar path)."""
+        rows = self.table.slice(self.position, max(stop - self.position, 0))
+        self.position = max(stop, self.position)
+        self.buffer, self.buffer_start = [], self.position
+        return rows
+
 
 def ms(table: pa.Table, column: str) -> Times:
     return np.asarray(table.column(column).cast(pa.int64()).to_numpy(), dtype=np.int64)

@@ -48,7 +48,7 @@ import pyarrow.compute as pc
 from streamfs.definitions import FeatureView
 from streamfs.engine import Key, ViewEngine
 from streamfs.offline.layout import DataFile
-from streamfs.records import SourceEvent
+from streamfs.offline.scan import events_from_table
 from streamfs.training.archive_rows import (
     ARRIVAL_ORDER,
     EVENT_ORDER,
@@ -269,12 +269,13 @@ def _answer_labels(
     features = request.features
     unseen: list[int] = []
     label_local = bucket.label_local.tolist()
-    pending: list[SourceEvent] = []
+    stretch_start = reach_so_far = 0  # rows [stretch_start, reach_so_far) wait for the engine
     asks: list[tuple[int, Key, int]] = []
     asked: list[int] = []
 
     def answer_pending() -> None:
-        answers = engine.process_answering(pending, asks, serve=serve)
+        nonlocal stretch_start
+        answers = _answer_rows(engine, cursor.take_table(reach_so_far), asks, serve)
         for sorted_index, (values, seen) in zip(asked, answers, strict=True):
             if values is not None:
                 local = label_local[sorted_index]
@@ -282,21 +283,36 @@ def _answer_labels(
                     column[local] = values[name]
             elif not seen:
                 unseen.append(sorted_index)
-        pending.clear()
         asks.clear()
         asked.clear()
+        stretch_start = reach_so_far
 
     for sorted_index, (key, t, cut) in enumerate(
         zip(bucket.label_keys, bucket.label_times.tolist(), prefix[cuts].tolist(), strict=True)
     ):
-        for batch in cursor.advance(cut):
-            pending.extend(batch)
-        asks.append((len(pending), key, t))
+        reach_so_far = max(reach_so_far, cut)
+        asks.append((reach_so_far - stretch_start, key, t))
         asked.append(sorted_index)
-        if len(pending) >= _STRETCH:
+        if reach_so_far - stretch_start >= _STRETCH:
             answer_pending()
     answer_pending()
     return unseen
+
+
+def _answer_rows(
+    engine: ViewEngine, table: pa.Table, asks: list[tuple[int, Key, int]], serve: bool
+) -> list[tuple[dict[str, Any] | None, bool]]:
+    """engine.process_answering over archive rows: as columns straight into the kernel where it
+    can, as SourceEvents (events_from_table) for the rest."""
+    done = engine.process_table_answering(table, asks, serve=serve)
+    if done is None:
+        return engine.process_answering(events_from_table(table, engine.view.source), asks, serve=serve)
+    answers, ran = done
+    if ran < table.num_rows or len(answers) < len(asks):
+        rest = [(position - ran, key, t) for position, key, t in asks[len(answers) :]]
+        events = events_from_table(table.slice(ran), engine.view.source)
+        answers += engine.process_answering(events, rest, serve=serve)
+    return answers
 
 
 def _fill_known_later(

@@ -8,6 +8,7 @@ caller moves the view to the Python engine and runs the rest there.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -76,13 +77,29 @@ def run(
             values[:, slot] = np.array(column, dtype=np.float64)
         else:
             values[:, slot] = [np.nan if value is None else 0.0 for value in column]
-    if layout.summed_slots:
-        summed = np.array(layout.summed_slots, dtype=np.int64)
-        limit = min(limit, _first_unrepresentable(values, summed))
     ids = np.empty((count, max(len(layout.id_columns), 1)), np.int64)
     value_id = store.value_id
     for c, slot in enumerate(layout.id_columns):
         ids[:, c] = [-1 if item[2][slot] is None else value_id(item[2][slot]) for item in admitted]
+    return run_columns(store, slots, times, values, ids, limit, rows, asks)
+
+
+def run_columns(
+    store: KernelStore,
+    slots: np.ndarray,
+    times: np.ndarray,
+    values: np.ndarray,
+    ids: np.ndarray,
+    limit: int,
+    rows: bool,
+    asks: Sequence[tuple[int, Key, int, bool]],
+) -> KernelOutput:
+    """Run the first `limit` events given as the kernel's input arrays (slots, event times, the
+    values matrix with NaN for None, the ids matrix with -1 for None), answering asks."""
+    layout = store.layout
+    if layout.summed_slots:
+        summed = np.array(layout.summed_slots, dtype=np.int64)
+        limit = min(limit, _first_unrepresentable(values[:limit], summed))
     store.reserve(limit * len(layout.distinct_hop))
     if layout.lateness:
         store.reserve_buffer(limit)

@@ -107,6 +107,13 @@ class KernelStore:
             slot = keys[key] = self._allocate((partition, key))
         return slot
 
+    def newest(self, key: Key) -> int | None:
+        """The key's newest accepted event time, None if unseen (without building its KeyState)."""
+        slot = self.find(key)
+        if slot is None or self.maxt[slot] == batch.UNSEEN:
+            return None
+        return int(self.maxt[slot])
+
     def find(self, key: Key) -> int | None:
         for keys in self.partitions.values():
             slot = keys.get(key)
@@ -128,8 +135,13 @@ class KernelStore:
         extra = capacity - self.capacity
 
         def more(array: np.ndarray, fill: float) -> np.ndarray:
-            grown = np.full((extra, *array.shape[1:]), fill, dtype=array.dtype)
-            return np.concatenate([array, grown])
+            """The array with `extra` more rows set to `fill`: grown in place where the allocator
+            can (rows are contiguous), new rows zeroed by numpy, then filled if need be."""
+            old = array.shape[0]
+            array.resize((old + extra, *array.shape[1:]), refcheck=False)
+            if fill != 0:
+                array[old:] = fill
+            return array
 
         self.maxt = more(self.maxt, batch.UNSEEN)
         self.seq = more(self.seq, 0)

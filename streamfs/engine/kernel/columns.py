@@ -1,0 +1,93 @@
+"""An archive table's rows as the kernel's input arrays, without a Python object per event.
+
+Replays (training sets) read the event archive as Arrow tables; turning every row into a
+SourceEvent and checking it one by one cost more than the kernel's whole loop. Here the
+columns go to numpy as columns: numbers as float64 (NaN for null), other values interned once
+per distinct value (dictionary-encoded), keys mapped to slots. Archived events passed the same
+checks when the worker accepted them; anything that would not pass them here (a missing key, a
+non-finite number, an int beyond 2**53, a type Arrow cannot dictionary-encode) returns None and
+the caller takes the row path, which rejects exactly as the worker did.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from streamfs.engine.kernel.store import KernelStore
+from streamfs.engine.state import Key
+from streamfs.pyvalues import python_values
+
+_BIG = 2**53
+
+
+@dataclass(slots=True)
+class TableColumns:
+    slots: np.ndarray
+    times: np.ndarray
+    values: np.ndarray
+    ids: np.ndarray
+    keys: list[Key]
+    partitions: list[int]
+
+
+def table_columns(store: KernelStore, table: pa.Table) -> TableColumns | None:
+    """The kernel's arrays for the rows of an archive table (schema fields, event_time,
+    partition), or None if the row path must take them."""
+    compiled, layout = store.compiled, store.layout
+    if compiled.view.transform is not None:
+        return None
+    count = table.num_rows
+    present = set(table.column_names)
+    key_columns = []
+    for name in compiled.key_fields:
+        if name not in present or table.column(name).null_count:
+            return None
+        key_columns.append(python_values(table.column(name)))
+    keys: list[Key] = (
+        [(value,) for value in key_columns[0]]
+        if len(key_columns) == 1
+        else list(zip(*key_columns, strict=True))
+    )
+    partitions = table.column("partition").to_pylist()
+    slot = store.slot
+    slots = np.fromiter((slot(p, k) for p, k in zip(partitions, keys, strict=True)), np.int64, count)
+    times = np.asarray(table.column("event_time").cast(pa.int64()).to_numpy(), dtype=np.int64)
+    values = np.full((count, max(len(compiled.input_fields), 1)), np.nan)
+    ids = np.full((count, max(len(layout.id_columns), 1)), -1, np.int64)
+    id_column = {input_slot: c for c, input_slot in enumerate(layout.id_columns)}
+    for input_slot, name in enumerate(compiled.input_fields):
+        if name not in present:
+            continue  # every value None
+        column = table.column(name)
+        nulls = np.asarray(column.is_null().to_numpy(zero_copy_only=False), dtype=np.bool_)
+        if input_slot in layout.value_slots:
+            if pa.types.is_integer(column.type):
+                largest = pc.max(pc.abs(column)).as_py()
+                if largest is not None and largest >= _BIG:
+                    return None
+            elif not pa.types.is_floating(column.type):
+                return None
+            numbers = np.asarray(column.cast(pa.float64()).to_numpy(zero_copy_only=False), dtype=np.float64)
+            if not np.isfinite(numbers[~nulls]).all():
+                return None
+            values[:, input_slot] = numbers
+        else:
+            values[:, input_slot] = np.where(nulls, np.nan, 0.0)
+        if input_slot in id_column:
+            if pa.types.is_floating(column.type) and pc.any(pc.is_nan(column)).as_py():
+                return None  # NaN equals nothing: the row path rejects what needs rejecting
+            try:
+                encoded = pc.dictionary_encode(column.combine_chunks())
+            except pa.ArrowNotImplementedError:
+                return None
+            uniques = python_values(pa.chunked_array([encoded.dictionary]))
+            mapping = np.fromiter((store.value_id(value) for value in uniques), np.int64, len(uniques))
+            indices = np.asarray(encoded.indices.fill_null(0).to_numpy(zero_copy_only=False), dtype=np.int64)
+            column_ids = mapping[indices] if len(mapping) else np.zeros(count, np.int64)
+            column_ids[nulls] = -1
+            ids[:, id_column[input_slot]] = column_ids
+    return TableColumns(slots, times, values, ids, keys, partitions)
