@@ -20,12 +20,13 @@ from streamfs.engine.compiled import CompiledView
 from streamfs.engine.ingest import accept, add_to_complete, ingest_buffered, ingest_newest
 from streamfs.engine.kernel import KernelLayout, KernelStore, kernel_enabled
 from streamfs.engine.kernel.columns import table_columns
-from streamfs.engine.kernel.run import Admitted, KernelOutput
+from streamfs.engine.kernel.run import Admitted, KernelOutput, first_unrepresentable
 from streamfs.engine.kernel.run import run as kernel_run
 from streamfs.engine.kernel.run import run_columns as kernel_run_columns
 from streamfs.engine.reads import evaluate_all, row
 from streamfs.engine.serving import ServingState, serving_state
 from streamfs.engine.state import Key, KeyState
+from streamfs.errors import StateError
 from streamfs.records import (
     BAD_VALUE,
     MISSING_KEY,
@@ -35,6 +36,15 @@ from streamfs.records import (
     Rejected,
     SourceEvent,
 )
+
+
+@dataclass(slots=True)
+class TableResult:
+    """What process_table produced: the offline rows as a table, and the rows not accepted
+    (too late), as indices of the input table."""
+
+    rows: pa.Table
+    rejected: np.ndarray
 
 
 @dataclass(slots=True)
@@ -161,6 +171,45 @@ class ViewEngine:
         if len(answers) < len(asks) or out.ran < table.num_rows:
             self._leave_kernel()
         return answers, out.ran
+
+    def process_table(self, table: pa.Table) -> TableResult | None:
+        """process() for events given as columns (schema fields, event_time, partition): the
+        offline rows come back as an Arrow table (the key fields, event_time, and the features;
+        plus partition, offset and arrival_time when the input has them), and the rows the
+        engine did not accept as their indices in `table`. None when the kernel cannot take
+        the table as columns (nothing ran: use process on SourceEvents).
+
+        The columnar twin of process for the engine's hot path: no Python object per event.
+        A value the kernel cannot hold exactly mid-table also returns None, before anything
+        runs, so the row path sees every event."""
+        store = self._kernel
+        columns = table_columns(store, table) if store is not None else None
+        if store is None or columns is None:
+            return None
+        if store.layout.summed_slots:
+            summed = np.array(store.layout.summed_slots, dtype=np.int64)
+            if first_unrepresentable(columns.values, summed) < table.num_rows:
+                return None
+        out = kernel_run_columns(
+            store, columns.slots, columns.times, columns.values, columns.ids, table.num_rows, True, [], True
+        )
+        if out.ran < table.num_rows or out.missing_last:  # only what no int64 column can hold
+            raise StateError(
+                f"view {self.name!r}: the row of input row {out.ran - 1} has an int sum beyond int64 "
+                "(or a mean over 2**31 values), which an offline row cannot hold"
+            )
+        accepted = np.asarray(out.accepted, dtype=np.bool_)
+        dirty = self._dirty
+        keys, partitions = columns.keys, columns.partitions
+        for index in np.flatnonzero(accepted).tolist():
+            dirty.setdefault(partitions[index], set()).add(keys[index])
+        taken = table.filter(pa.array(accepted))
+        names = [*self.compiled.key_fields, "event_time"]
+        names += [name for name in ("arrival_time", "partition", "offset") if name in table.column_names]
+        rows = taken.select(names)
+        for name, array in zip(self.feature_names, out.row_arrays, strict=True):
+            rows = rows.append_column(name, array)
+        return TableResult(rows, np.flatnonzero(~accepted))
 
     def _kernel_answers(
         self, asks: Sequence[tuple[int, Key, int]], out: KernelOutput

@@ -14,6 +14,7 @@ from typing import Any
 
 import numba
 import numpy as np
+import pyarrow as pa
 
 from streamfs.engine.kernel import batch
 from streamfs.engine.kernel.fixed import representable
@@ -36,10 +37,11 @@ class KernelOutput:
     missing_last: bool  # the last event that ran has no row in `values`: it was not exact here
     answers: list[tuple[Any, ...] | None]  # the asks answered (a prefix of them), None if unseen
     ask_newest: list[int]  # each answered ask's key's newest event time then (batch.UNSEEN if none)
+    row_arrays: list[pa.Array]  # the rows' feature columns (run_columns(columnar=True))
 
 
 @numba.njit(cache=True)
-def _first_unrepresentable(values: np.ndarray, columns: np.ndarray) -> int:
+def first_unrepresentable(values: np.ndarray, columns: np.ndarray) -> int:
     for i in range(values.shape[0]):
         for c in columns:
             x = values[i, c]
@@ -93,13 +95,14 @@ def run_columns(
     limit: int,
     rows: bool,
     asks: Sequence[tuple[int, Key, int, bool]],
+    columnar: bool = False,
 ) -> KernelOutput:
     """Run the first `limit` events given as the kernel's input arrays (slots, event times, the
     values matrix with NaN for None, the ids matrix with -1 for None), answering asks."""
     layout = store.layout
     if layout.summed_slots:
         summed = np.array(layout.summed_slots, dtype=np.int64)
-        limit = min(limit, _first_unrepresentable(values[:limit], summed))
+        limit = min(limit, first_unrepresentable(values[:limit], summed))
     store.reserve(limit * len(layout.distinct_hop))
     if layout.lateness:
         store.reserve_buffer(limit)
@@ -145,7 +148,10 @@ def run_columns(
     if missing:
         taken[ran - 1] = False  # its row is not in out_*: the Python engine computes it
     out: list[tuple[Any, ...]] = []
-    if rows:
+    arrays: list[pa.Array] = []
+    if rows and columnar:
+        arrays = row_columns(store, out_int[:ran][taken], out_float[:ran][taken])
+    elif rows:
         out = _rows(store, out_int[:ran][taken], out_float[:ran][taken])
     if missing:
         taken[ran - 1] = True
@@ -159,7 +165,7 @@ def run_columns(
     else:
         newest_of_asks = []
     return KernelOutput(
-        int(ran), taken.tolist(), newest[:ran].tolist(), out, bool(missing), answers, newest_of_asks
+        int(ran), taken.tolist(), newest[:ran].tolist(), out, bool(missing), answers, newest_of_asks, arrays
     )
 
 
@@ -190,3 +196,29 @@ def _rows(store: KernelStore, out_int: np.ndarray, out_float: np.ndarray) -> lis
             values = [None if x != x else x for x in values]
         columns.append(values)
     return list(zip(*columns, strict=True))
+
+
+def row_columns(store: KernelStore, out_int: np.ndarray, out_float: np.ndarray) -> list[pa.Array]:
+    """The rows' feature columns as Arrow arrays (the columnar twin of _rows): counts and int
+    sums int64, numbers float64, null where a window is empty, ids back to their values."""
+    layout = store.layout
+    ints = set(layout.int_columns)
+    nullable = set(layout.nullable_columns)
+    int_valued = set(layout.int_valued_columns)
+    id_valued = set(layout.id_valued_columns)
+    arrays: list[pa.Array] = []
+    for column in range(layout.features):
+        if column in id_valued:
+            arrays.append(
+                pa.array([None if vid < 0 else store.id_values[vid] for vid in out_int[:, column].tolist()])
+            )
+        elif column in ints:
+            arrays.append(pa.array(out_int[:, column]))
+        else:
+            numbers = out_float[:, column]
+            missing = np.isnan(numbers) if column in nullable else None
+            if column in int_valued:
+                arrays.append(pa.array(np.nan_to_num(numbers).astype(np.int64), mask=missing))
+            else:
+                arrays.append(pa.array(numbers, mask=missing))
+    return arrays
