@@ -34,8 +34,11 @@ and their arrival order. The engine's state is grouped by source partition so th
 snapshot, restore or drop the state of one partition when Kafka moves it.
 
 Cost (benchmarks/engine.py: 3 windows x count/sum/mean/max/count_distinct, 100 events per key
-per day, CPython 3.11, one core): about 35 µs CPU per event, and per key about 950 B per tiled
-window-aggregation pair plus about 150 B per distinct value a count_distinct window holds.
+per day, CPython 3.11, one core): about 42 µs CPU per event, and per key about 950 B per tiled
+window-aggregation pair plus about 150 B per distinct value a count_distinct window holds. The
+compiled kernel (engine/kernel/, used wherever it can run a view) does the same work in about
+7.8 µs per event through `process`, 3.5 µs through the columnar `process_table`, with 332 B per
+tiled pair and 157 B per distinct value.
 """
 
 from streamfs.engine.compiled import CompiledView

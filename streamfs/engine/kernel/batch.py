@@ -40,6 +40,7 @@ from streamfs.engine.kernel.fixed import (
 )
 
 UNSEEN = np.iinfo(np.int64).min
+NO_TIME = np.iinfo(np.int64).max  # the earliest buffered time of a key with an empty buffer
 EMPTY_TILE = np.iinfo(np.int64).min
 
 OP_EVENTS, OP_COUNT, OP_STATS, OP_INT_SUM, OP_MIN, OP_MAX, OP_DISTINCT, OP_LAST, OP_FIRST = range(9)
@@ -126,9 +127,11 @@ def _settle(  # type: ignore[no-untyped-def]
     groups: np.ndarray,
     ops: np.ndarray,
     distinct_features: int,
+    j_offset: int,
 ):
     """Add an event at or before the watermark to its settled tile (and the ring's total) in
-    every group whose ring still reaches its tile."""
+    every group whose ring still reaches its tile. (The complete tiles use this too, with the
+    newest time as the watermark and their own count_distinct entries at j + j_offset.)"""
     _maxt, _seq, tids, icell, kcell, fcell, tot = state
     ekey, etime, enext, heads, tkey, tpos, meta = distinct
     for g in range(groups.shape[0]):
@@ -197,6 +200,7 @@ def _settle(  # type: ignore[no-untyped-def]
             vid = row_ids[column]
             if vid < 0:
                 continue
+            j += j_offset
             key = table.packed(slot, j, distinct_features, vid)
             e = table.find(tkey, tpos, ekey, key)
             if e < 0:
@@ -263,6 +267,7 @@ def _read(
     out_int: np.ndarray,
     out_float: np.ndarray,
     i: int,
+    use_buffer: bool,
 ) -> bool:
     """Row i: every feature over the window at t (t ≥ watermark). False if a value cannot be
     given exactly here (an int sum beyond int64, a mean over 2**31 values)."""
@@ -291,7 +296,7 @@ def _read(
                     for c in range(ni):
                         window[tot_off + c] -= icell[slot, base + c]
                     changed = True
-        e = bhead[slot]
+        e = bhead[slot] if use_buffer else -1
         while e != -1:  # buffered events in [start, t]
             bt = btime[e]
             if start <= bt <= t:
@@ -367,7 +372,7 @@ def _read(
                         best_time, best_seq = cell_time, cell_seq
                         best_id = kcell[slot, kat + 2]
                         best_value = fcell[slot, f_off + r * nf + foff] if foff >= 0 else np.nan
-                e = bhead[slot]
+                e = bhead[slot] if use_buffer else -1
                 while e != -1:
                     bt = btime[e]
                     if start <= bt <= t:
@@ -394,7 +399,7 @@ def _read(
                 continue
             if kind == READ_DISTINCT:
                 count = window[tot_off + ioff]
-                e = bhead[slot]
+                e = bhead[slot] if use_buffer else -1
                 while e != -1:
                     bt = btime[e]
                     vid = bids[e, source]
@@ -421,7 +426,7 @@ def _read(
                 x = fcell[slot, f_off + r * nf + foff]
                 if x == x and (best != best or (x < best if kind == READ_MIN else x > best)):
                     best = x
-            e = bhead[slot]
+            e = bhead[slot] if use_buffer else -1
             while e != -1:
                 bt = btime[e]
                 if start <= bt <= t:
@@ -456,6 +461,9 @@ def process(  # type: ignore[no-untyped-def]
     ask_newest: np.ndarray,
     ask_int: np.ndarray,
     ask_float: np.ndarray,
+    complete: tuple,  # type: ignore[type-arg]
+    cvalid: np.ndarray,
+    half: int,
 ):
     """Run the events in order; returns (how many ran, whether the last one's row is missing,
     how many asks were answered).
@@ -464,7 +472,7 @@ def process(  # type: ignore[no-untyped-def]
     as the window at max(t, newest) (serve: what the online store answers) or max(t, watermark)
     (evaluate), into row q of ask_int/ask_float, with the key's newest time (UNSEEN if none)."""
     maxt, seq, tot = state[0], state[1], state[6]
-    btime, bseq, bnext, bvals, bids, bhead, bmeta = buffer
+    btime, bseq, bnext, bvals, bids, bhead, bmeta, bmin = buffer
     scratch = np.zeros(2 * DIGITS + 4, np.int64)
     window = np.zeros(tot.shape[1], np.int64)
     q = 0
@@ -476,7 +484,7 @@ def process(  # type: ignore[no-untyped-def]
                 mark = maxt[ask_slot] if asks[q, 3] else maxt[ask_slot] - lateness
                 if not _read(
                     ask_slot, max(asks[q, 2], mark), maxt[ask_slot] - lateness, state, distinct, buffer,
-                    groups, ops, readers, distinct_features, window, scratch, ask_int, ask_float, q,
+                    groups, ops, readers, distinct_features, window, scratch, ask_int, ask_float, q, True,
                 ):  # fmt: skip
                     return i, False, q
             q += 1
@@ -509,6 +517,7 @@ def process(  # type: ignore[no-untyped-def]
                 groups,
                 ops,
                 distinct_features,
+                0,
             )
         else:  # into the buffer (the caller reserved room)
             e = bmeta[0]
@@ -520,9 +529,12 @@ def process(  # type: ignore[no-untyped-def]
             bids[e] = ids[i]
             bnext[e] = bhead[slot]
             bhead[slot] = e
-        if moved and lateness:  # settle what the watermark passed, oldest arrival first
+            if t < bmin[slot]:
+                bmin[slot] = t
+        if moved and lateness and bmin[slot] <= watermark:  # settle what the watermark passed
             e = bhead[slot]
             previous = -1
+            bmin[slot] = NO_TIME
             while e != -1:
                 following = bnext[e]
                 if btime[e] <= watermark:
@@ -542,16 +554,120 @@ def process(  # type: ignore[no-untyped-def]
                         groups,
                         ops,
                         distinct_features,
+                        0,
                     )
                     bnext[e] = bmeta[0]  # push onto the free list
                     bmeta[0] = e
                     bmeta[1] += 1
                 else:
                     previous = e
+                    if btime[e] < bmin[slot]:
+                        bmin[slot] = btime[e]
                 e = following
-        if rows and not _read(
-            slot, t, watermark, state, distinct, buffer, groups, ops, readers, distinct_features,
-            window, scratch, out_int, out_float, i,
-        ):  # fmt: skip
+        if not rows:
+            cvalid[slot] = 0  # the complete tiles are rebuilt when a row needs them
+            continue
+        if lateness == 0:
+            ok = _read(
+                slot, t, watermark, state, distinct, buffer, groups, ops, readers, distinct_features,
+                window, scratch, out_int, out_float, i, False,
+            )  # fmt: skip
+        else:
+            if cvalid[slot] == 0:  # (it holds this event already)
+                _rebuild_complete(
+                    slot, state, complete, distinct, buffer, groups, ops, distinct_features, half
+                )
+                cvalid[slot] = 1
+            else:
+                if moved:
+                    _expire(slot, maxt[slot], complete, groups, ops)
+                _settle(
+                    slot, t, seq[slot], maxt[slot], values[i], ids[i], complete, distinct, groups, ops,
+                    distinct_features, half,
+                )  # fmt: skip
+            if t >= maxt[slot]:  # the newest event: its window holds every accepted event, complete
+                ok = _read(
+                    slot, t, t, complete, distinct, buffer, groups, ops, readers, distinct_features,
+                    window, scratch, out_int, out_float, i, False,
+                )  # fmt: skip
+            else:  # out of order: the settled tiles and the buffer, the definition
+                ok = _read(
+                    slot, t, watermark, state, distinct, buffer, groups, ops, readers, distinct_features,
+                    window, scratch, out_int, out_float, i, True,
+                )  # fmt: skip
+        if not ok:
             return i + 1, True, q
     return len(times), False, q
+
+
+@numba.njit(cache=True)
+def _rebuild_complete(  # type: ignore[no-untyped-def]
+    slot: int,
+    state: tuple,  # type: ignore[type-arg]
+    complete: tuple,  # type: ignore[type-arg]
+    distinct: tuple,  # type: ignore[type-arg]
+    buffer: tuple,  # type: ignore[type-arg]
+    groups: np.ndarray,
+    ops: np.ndarray,
+    distinct_features: int,
+    half: int,
+):
+    """A key's complete tiles from its settled tiles and its buffer (engine/ingest.py's
+    _complete_from_settled): the settled tiles the window at the newest event reaches, their
+    count_distinct entries copied to j + half, then every buffered event settled in."""
+    maxt, tids, icell, kcell, fcell = state[0], state[2], state[3], state[4], state[5]
+    ctids, cicell, ckcell, cfcell, ctot = complete[2], complete[3], complete[4], complete[5], complete[6]
+    ekey, etime, enext, heads, tkey, tpos, meta = distinct
+    btime, bseq, bnext, bvals, bids, bhead = buffer[0], buffer[1], buffer[2], buffer[3], buffer[4], buffer[5]
+    newest = maxt[slot]
+    for c in range(ctids.shape[1]):
+        ctids[slot, c] = EMPTY_TILE
+    for c in range(ctot.shape[1]):
+        ctot[slot, c] = 0
+    for g in range(groups.shape[0]):
+        hop, ring, tid_off, i_off, ni = groups[g, 0], groups[g, 1], groups[g, 2], groups[g, 3], groups[g, 4]
+        k_off, nk, f_off, nf, tot_off = groups[g, 5], groups[g, 6], groups[g, 7], groups[g, 8], groups[g, 9]
+        first = newest // hop - (ring - 1) if hop else 0
+        copied = False
+        for r in range(ring):
+            tile = tids[slot, tid_off + r]
+            if tile == EMPTY_TILE or (hop and tile < first):
+                continue
+            ctids[slot, tid_off + r] = tile
+            for c in range(i_off + r * ni, i_off + (r + 1) * ni):
+                cicell[slot, c] = icell[slot, c]
+            for c in range(ni):
+                ctot[slot, tot_off + c] += icell[slot, i_off + r * ni + c]
+            for c in range(k_off + r * nk, k_off + (r + 1) * nk):
+                ckcell[slot, c] = kcell[slot, c]
+            for c in range(f_off + r * nf, f_off + (r + 1) * nf):
+                cfcell[slot, c] = fcell[slot, c]
+            copied = True
+        if copied:
+            _normalize_sums(ops, g, ctot[slot], tot_off)
+    for j in range(half):
+        e = heads[slot, j + half]  # forget the old complete entries
+        while e != -1:
+            ekey[e] = table.DEAD
+            e = enext[e]
+        heads[slot, j + half] = -1
+    for o in range(ops.shape[0]):
+        if ops[o, 0] != OP_DISTINCT:
+            continue
+        g, j = ops[o, 1], ops[o, 6]
+        hop, ring = groups[g, 0], groups[g, 1]
+        first = newest // hop - (ring - 1) if hop else 0
+        e = heads[slot, j]
+        while e != -1:
+            if ekey[e] != table.DEAD and (hop == 0 or etime[e] // hop >= first):
+                vid = ekey[e] & 0xFFFFFFFF
+                key = table.packed(slot, j + half, distinct_features, vid)
+                table.insert(tkey, tpos, ekey, etime, enext, heads, meta, slot, j + half, key, etime[e])
+            e = enext[e]
+    e = bhead[slot]
+    while e != -1:
+        _settle(
+            slot, btime[e], bseq[e], newest, bvals[e], bids[e], complete, distinct, groups, ops,
+            distinct_features, half,
+        )  # fmt: skip
+        e = bnext[e]

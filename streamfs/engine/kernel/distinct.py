@@ -112,11 +112,12 @@ def prune(  # type: ignore[no-untyped-def]
     maxt: np.ndarray,
     feature_hop: np.ndarray,
     feature_span: np.ndarray,
-    lateness: int,
+    feature_lateness: np.ndarray,
     capacity: int,
 ):
     """A new pool and table holding only the live entries: not dead and, for windows with a hop,
-    latest time in a tile the window at the key's watermark still reaches."""
+    latest time in a tile the window at the key's watermark still reaches (feature_lateness[j]:
+    the complete tiles' entries follow the newest time, lateness 0)."""
     new_ekey = np.empty(capacity, np.int64)
     new_etime = np.empty(capacity, np.int64)
     new_enext = np.empty(capacity, np.int64)
@@ -133,10 +134,32 @@ def prune(  # type: ignore[no-untyped-def]
             hop = feature_hop[j]
             first = 0
             if hop > 0:
-                first = (maxt[slot] - lateness) // hop - feature_span[j]
+                first = (maxt[slot] - feature_lateness[j]) // hop - feature_span[j]
             while e != -1:
                 key = ekey[e]
                 if key != DEAD and (hop == 0 or etime[e] // hop >= first):
                     insert(tkey, tpos, new_ekey, new_etime, new_enext, heads, meta, slot, j, key, etime[e])
                 e = enext[e]
     return new_ekey, new_etime, new_enext, tkey, tpos, meta
+
+
+@numba.njit(cache=True)
+def rebuild_need(
+    slots: np.ndarray, cvalid: np.ndarray, enext: np.ndarray, heads: np.ndarray, half: int
+) -> int:
+    """How many entries rebuilding the complete tiles of this batch's keys may copy (an upper
+    bound: each key whose complete tiles are not valid, counted once)."""
+    need = 0
+    for slot in slots:
+        if cvalid[slot] != 0:
+            continue
+        cvalid[slot] = 2  # counted (reset below)
+        for j in range(half):
+            e = heads[slot, j]
+            while e != -1:
+                need += 1
+                e = enext[e]
+    for slot in slots:
+        if cvalid[slot] == 2:
+            cvalid[slot] = 0
+    return need

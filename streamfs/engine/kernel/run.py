@@ -17,6 +17,7 @@ import numpy as np
 import pyarrow as pa
 
 from streamfs.engine.kernel import batch
+from streamfs.engine.kernel.distinct import rebuild_need
 from streamfs.engine.kernel.fixed import representable
 from streamfs.engine.kernel.store import KernelStore
 from streamfs.engine.state import Key
@@ -103,7 +104,12 @@ def run_columns(
     if layout.summed_slots:
         summed = np.array(layout.summed_slots, dtype=np.int64)
         limit = min(limit, first_unrepresentable(values[:limit], summed))
-    store.reserve(limit * len(layout.distinct_hop))
+    inserts = limit * len(layout.distinct_hop)
+    if layout.lateness and rows:  # complete tiles: their own entries, and rebuilds copy some
+        buffered = len(store.btime) - int(store.bmeta[1])
+        need = rebuild_need(slots[:limit], store.cvalid, store.enext, store.heads, store.half)
+        inserts = 2 * inserts + need + buffered * len(layout.distinct_hop)
+    store.reserve(inserts)
     if layout.lateness:
         store.reserve_buffer(limit)
     accepted = np.zeros(limit, np.int8)
@@ -143,6 +149,9 @@ def run_columns(
         ask_newest,
         ask_int,
         ask_float,
+        store.complete,
+        store.cvalid,
+        store.half,
     )
     taken = accepted[:ran].astype(bool)
     if missing:

@@ -42,8 +42,30 @@ class KernelStore:
         self.kcell = np.empty((0, kcells), np.int64)
         self.fcell = np.empty((0, fcells), np.float64)
         self.tot = np.empty((0, tots), np.int64)
-        self.distinct_features = max(len(layout.distinct_hop), 1)
+        # With allowed lateness each key also keeps *complete* tiles (every accepted event settled
+        # at once, as engine/state.py's KeyState.complete): the row of a key's newest event reads
+        # them instead of re-adding its buffer, which holds a lateness' worth of a hot key's events.
+        # They are derived (rebuilt from the settled tiles and the buffer when cvalid is 0), and
+        # their count_distinct entries live in the same table at j + half.
+        self.half = max(len(layout.distinct_hop), 1)
+        self.distinct_features = 2 * self.half if layout.lateness else self.half
+        hops = layout.distinct_hop
+        spans = layout.distinct_span
+        self.feature_hop = np.concatenate([hops, np.zeros(self.half - len(hops), np.int64)])
+        self.feature_span = np.concatenate([spans, np.zeros(self.half - len(spans), np.int64)])
+        self.feature_lateness = np.full(self.half, layout.lateness, np.int64)
+        if layout.lateness:
+            self.feature_hop = np.concatenate([self.feature_hop, self.feature_hop])
+            self.feature_span = np.concatenate([self.feature_span, self.feature_span])
+            self.feature_lateness = np.concatenate([self.feature_lateness, np.zeros(self.half, np.int64)])
         self.heads = np.empty((0, self.distinct_features), np.int64)
+        complete_width = (tids, icells, kcells, fcells, tots) if layout.lateness else (1, 1, 1, 1, 1)
+        self.ctids = np.empty((0, complete_width[0]), np.int64)
+        self.cicell = np.empty((0, complete_width[1]), np.int64)
+        self.ckcell = np.empty((0, complete_width[2]), np.int64)
+        self.cfcell = np.empty((0, complete_width[3]), np.float64)
+        self.ctot = np.empty((0, complete_width[4]), np.int64)
+        self.cvalid = np.empty(0, np.int8)
         self.ekey = np.empty(_MIN_POOL, np.int64)
         self.etime = np.empty(_MIN_POOL, np.int64)
         self.enext = np.empty(_MIN_POOL, np.int64)
@@ -58,6 +80,7 @@ class KernelStore:
         self.bvals = np.empty((0, width), np.float64)
         self.bids = np.empty((0, max(len(layout.id_columns), 1)), np.int64)
         self.bhead = np.empty(0, np.int64)
+        self.bmin = np.empty(0, np.int64)  # each key's earliest buffered time (batch.NO_TIME: none)
         self.bmeta = np.array([-1, 0], np.int64)  # free list head, free entries
         self._id_column = {slot: c for c, slot in enumerate(layout.id_columns)}
 
@@ -70,8 +93,12 @@ class KernelStore:
         return (self.ekey, self.etime, self.enext, self.heads, self.tkey, self.tpos, self.meta)
 
     @property
+    def complete(self) -> tuple[np.ndarray, ...]:
+        return (self.maxt, self.seq, self.ctids, self.cicell, self.ckcell, self.cfcell, self.ctot)
+
+    @property
     def buffer(self) -> tuple[np.ndarray, ...]:
-        return (self.btime, self.bseq, self.bnext, self.bvals, self.bids, self.bhead, self.bmeta)
+        return (self.btime, self.bseq, self.bnext, self.bvals, self.bids, self.bhead, self.bmeta, self.bmin)
 
     def reserve_buffer(self, entries: int) -> None:
         """Make room for `entries` more buffered events."""
@@ -152,6 +179,13 @@ class KernelStore:
         self.tot = more(self.tot, 0)
         self.heads = more(self.heads, -1)
         self.bhead = more(self.bhead, -1)
+        self.bmin = more(self.bmin, batch.NO_TIME)
+        self.ctids = more(self.ctids, batch.EMPTY_TILE)
+        self.cicell = more(self.cicell, 0)
+        self.ckcell = more(self.ckcell, 0)
+        self.cfcell = more(self.cfcell, np.nan)
+        self.ctot = more(self.ctot, 0)
+        self.cvalid = more(self.cvalid, 0)
         self.capacity = capacity
 
     def _clear(self, slot: int) -> None:
@@ -159,6 +193,7 @@ class KernelStore:
         self.seq[slot] = 0
         self.tids[slot] = batch.EMPTY_TILE
         self.tot[slot] = 0
+        self.cvalid[slot] = 0
         table.kill_slot(self.ekey, self.enext, self.heads, slot)
         e = int(self.bhead[slot])
         while e != -1:
@@ -168,6 +203,7 @@ class KernelStore:
             self.bmeta[1] += 1
             e = following
         self.bhead[slot] = -1
+        self.bmin[slot] = batch.NO_TIME
 
     def drop(self, partition: int) -> None:
         for slot in self.partitions.pop(partition, {}).values():
@@ -195,9 +231,9 @@ class KernelStore:
             self.enext,
             self.heads,
             self.maxt,
-            self.layout.distinct_hop,
-            self.layout.distinct_span,
-            self.layout.lateness,
+            self.feature_hop,
+            self.feature_span,
+            self.feature_lateness,
             capacity,
         )
         self.ekey, self.etime, self.enext, self.tkey, self.tpos, self.meta = (
@@ -349,6 +385,7 @@ class KernelStore:
             self.bids[e] = ids
             self.bnext[e] = self.bhead[slot]
             self.bhead[slot] = e
+            self.bmin[slot] = min(int(self.bmin[slot]), time)
         self.reserve(len(entries))
         for j, value, time in entries:
             key_code = table.packed(slot, j, self.distinct_features, self.value_id(value))
