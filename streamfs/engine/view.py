@@ -119,16 +119,10 @@ class ViewEngine:
         events are in, as serve(key, t) (or evaluate(key, t)) would answer then, with whether
         the key had an accepted event by then. One call for a replay's whole stretch, so the
         kernel answers a training set's labels without leaving its loop."""
+        admitted, before = self._admit_all(events)
         store = self._kernel
         if store is None:
-            return self._answer_in_python(list(events), 0, asks, serve)
-        admitted: list[Admitted] = []
-        before = [0]
-        for event in events:
-            item = self._admit(event)
-            if item is not None and not isinstance(item, Rejected):
-                admitted.append(item)
-            before.append(len(admitted))
+            return self._answer_admitted(admitted, 0, [(before[i], key, t) for i, key, t in asks], serve)
         out = kernel_run(store, admitted, False, [(before[i], key, t, serve) for i, key, t in asks])
         dirty = self._dirty
         for index in range(out.ran):
@@ -225,9 +219,8 @@ class ViewEngine:
                 answers.append((dict(zip(names, values, strict=True)), True))
         return answers
 
-    def _answer_in_python(
-        self, events: list[SourceEvent], start: int, asks: Sequence[tuple[int, Key, int]], serve: bool
-    ) -> list[tuple[dict[str, Any] | None, bool]]:
+    def _admit_all(self, events: Iterable[SourceEvent]) -> tuple[list[Admitted], list[int]]:
+        """The admitted events (rejections dropped), and how many were admitted before each event."""
         admitted: list[Admitted] = []
         before = [0]
         for event in events:
@@ -235,7 +228,7 @@ class ViewEngine:
             if item is not None and not isinstance(item, Rejected):
                 admitted.append(item)
             before.append(len(admitted))
-        return self._answer_admitted(admitted, start, [(before[i], key, t) for i, key, t in asks], serve)
+        return admitted, before
 
     def _answer_admitted(
         self, admitted: list[Admitted], start: int, asks: Sequence[tuple[int, Key, int]], serve: bool
