@@ -37,6 +37,9 @@ from streamfs.records import (
     SourceEvent,
 )
 
+COMPACT_AT = 1_000_000
+"""Interned values a view's kernel may hold before it checks whether to compact them."""
+
 
 @dataclass(slots=True)
 class TableResult:
@@ -98,7 +101,7 @@ class ViewEngine:
         training set): no row is evaluated, which is most of the per-event cost.
         """
         result = ProcessResult()
-        if self._kernel is not None:
+        if self._kernel_for_batch() is not None:
             self._process_kernel(events, rows, result)
             return result
         for event in events:
@@ -120,7 +123,7 @@ class ViewEngine:
         the key had an accepted event by then. One call for a replay's whole stretch, so the
         kernel answers a training set's labels without leaving its loop."""
         admitted, before = self._admit_all(events)
-        store = self._kernel
+        store = self._kernel_for_batch()
         if store is None:
             return self._answer_admitted(admitted, 0, [(before[i], key, t) for i, key, t in asks], serve)
         out = kernel_run(store, admitted, False, [(before[i], key, t, serve) for i, key, t in asks])
@@ -143,7 +146,7 @@ class ViewEngine:
         and how many rows ran; the caller runs the rest (and answers the rest of the asks) with
         process_answering, on the Python engine. None when the kernel cannot take the table as
         columns (no kernel, a transform, a value the checks would reject): nothing ran."""
-        store = self._kernel
+        store = self._kernel_for_batch()
         columns = table_columns(store, table) if store is not None else None
         if store is None or columns is None:
             return None
@@ -176,7 +179,7 @@ class ViewEngine:
         The columnar twin of process for the engine's hot path: no Python object per event.
         A value the kernel cannot hold exactly mid-table also returns None, before anything
         runs, so the row path sees every event."""
-        store = self._kernel
+        store = self._kernel_for_batch()
         columns = table_columns(store, table) if store is not None else None
         if store is None or columns is None:
             return None
@@ -375,6 +378,33 @@ class ViewEngine:
             rejected.extend(later)
         rejected.sort(key=lambda pair: pair[0])
         result.rejected.extend(rejection for _, rejection in rejected)
+
+    def _kernel_for_batch(self) -> KernelStore | None:
+        """The kernel store, compacted or left behind first where its limits say so: value ids
+        and (slot, feature) pairs must fit the count_distinct table's packed 32-bit fields, and
+        values no state holds any more (expired count_distinct values, settled buffers) must not
+        stay interned forever: past COMPACT_AT ids, when fewer than a quarter can still be in
+        use, every key's state goes through KeyState into a fresh store."""
+        store = self._kernel
+        if store is None:
+            return None
+        if len(store.id_values) >= 2**31 or (store.capacity + 1) * store.distinct_features >= 2**31:
+            self._leave_kernel()
+            return None
+        interned = len(store.id_values)
+        if interned > max(COMPACT_AT, 2 * store.interned_checked):
+            store.interned_checked = interned  # (checked again once they have doubled)
+            if interned <= 4 * store.interned_bound():
+                return store
+            fresh = KernelStore(store.compiled, store.layout)
+            states = {partition: store.states(partition) for partition in store.partitions}
+            for partition, keyed in states.items():
+                for key, state in keyed.items():
+                    if state.max_time is not None and not fresh.load(partition, key, state):
+                        self._leave_kernel()
+                        return None
+            self._kernel = fresh
+        return self._kernel
 
     def _leave_kernel(self) -> None:
         """Move every key's state to the Python engine (the kernel met a value it cannot hold)."""

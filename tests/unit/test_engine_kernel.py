@@ -21,6 +21,7 @@ from pydantic import BaseModel
 
 from streamfs.definitions import Aggregate, AggregationName, Entity, FeatureView, KafkaSource
 from streamfs.engine import ViewEngine
+from streamfs.engine import view as view_module
 from streamfs.engine.kernel import KernelLayout, store
 from streamfs.records import Position, SourceEvent
 
@@ -102,8 +103,10 @@ def streams(draw: st.DrawFn, odd: bool = False) -> list[SourceEvent]:
 
 @pytest.fixture(autouse=True)
 def small_pools(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Start the count_distinct pool tiny, so random streams prune and grow it too."""
+    """Start the count_distinct pool tiny, so random streams prune and grow it too, and compact
+    interned values early, so streams with many of them go through a fresh store."""
     monkeypatch.setattr(store, "_MIN_POOL", 4)
+    monkeypatch.setattr(view_module, "COMPACT_AT", 20)
 
 
 def run_both(
@@ -250,6 +253,24 @@ def test_count_distinct_survives_pruning_and_growth_of_its_table(lateness: int) 
             r.values for r in python.process(batch).rows
         ]
     assert kernel.uses_kernel
+    assert_same_state(kernel, python)
+
+
+@pytest.mark.parametrize("lateness", [0, 7])
+def test_interned_values_that_expired_are_compacted_away(lateness: int) -> None:
+    """A long-running view with ever new count_distinct values (say, IP addresses over 30 ms)
+    must not keep every value it ever saw: past COMPACT_AT ids the kernel moves its state to a
+    fresh store that interns only what is still held; nothing changes in the output."""
+    view = make_view([Aggregate("s", "count_distinct", window=30, hop=5), Aggregate("s", "last")], lateness)
+    kernel, python = ViewEngine(view), ViewEngine(view, kernel=False)
+    events = [ev(t, f"k{t % 5}", s=f"v{t}") for t in range(5_000)]
+    for start in range(0, len(events), 500):
+        batch = events[start : start + 500]
+        assert [r.values for r in kernel.process(batch).rows] == [
+            r.values for r in python.process(batch).rows
+        ]
+    assert kernel._kernel is not None
+    assert len(kernel._kernel.id_values) < 2_500  # of 5,000 seen
     assert_same_state(kernel, python)
 
 

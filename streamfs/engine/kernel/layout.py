@@ -91,6 +91,7 @@ class KernelLayout:
         int_valued: list[int] = []
         id_valued: list[int] = []
         value_slots: set[int] = set()
+        kept_slots: set[int] = set()
         for group in compiled.groups:
             if group.aggregator is not None:
                 for python_kind, _offset, slot, _squares in group.aggregator.ops:
@@ -99,11 +100,17 @@ class KernelLayout:
                         kind in (batch.OP_LAST, batch.OP_FIRST) and slot in numeric_slots
                     ):
                         value_slots.add(slot)
+                    elif kind in (batch.OP_LAST, batch.OP_FIRST):
+                        kept_slots.add(slot)
         distinct_slots = {feature.slot for group in compiled.groups for feature in group.distinct}
+        # Values are interned where the kernel must give them back: count_distinct's values,
+        # last/first of non-numbers, and (with lateness) every non-number a buffered event holds.
         id_columns = [
             slot
             for slot in range(len(compiled.input_fields))
-            if slot not in value_slots or slot in distinct_slots
+            if slot in distinct_slots
+            or slot in kept_slots
+            or (compiled.lateness and slot not in value_slots)
         ]
         tid_off = i_off = k_off = f_off = tot_off = 0
         for g, group in enumerate(compiled.groups):

@@ -33,6 +33,7 @@ class KernelStore:
         self.free: list[int] = []
         self.ids: dict[Any, int] = {}
         self.id_values: list[Any] = []
+        self.interned_checked = 0  # len(id_values) when compaction was last considered
         self.capacity = 0
         tids, icells, kcells, fcells, tots = layout.widths
         self.maxt = np.empty(0, np.int64)
@@ -246,6 +247,13 @@ class KernelStore:
         )
         return int(meta[0])
 
+    def interned_bound(self) -> int:
+        """At most how many value ids the state still holds (live count_distinct entries, after
+        a prune; buffered events' ids; last/first cells): compact when far fewer than id_values."""
+        live = self._prune(len(self.ekey))
+        buffered = len(self.btime) - int(self.bmeta[1])
+        return live + buffered * self.bids.shape[1] + len(self.owner) * self.kcell.shape[1]
+
     def value_id(self, value: Any) -> int:
         vid = self.ids.get(value)
         if vid is None:
@@ -340,7 +348,7 @@ class KernelStore:
     def load(self, partition: int, key: Key, state: KeyState) -> bool:
         """Put a KeyState into the kernel; False (and nothing changed) if it cannot hold it exactly."""
         compiled, layout = self.compiled, self.layout
-        if state.max_time is None:
+        if state.max_time is None or (state.buffer and not layout.lateness):
             return False
         maxt = state.max_time
         rows = self._rows(state, maxt - layout.lateness)
