@@ -160,10 +160,10 @@ class ViewEngine:
             False,
             [(i, key, t, serve) for i, key, t in asks],
         )
-        accepted = np.zeros(table.num_rows, np.bool_)
-        accepted[: out.ran] = out.accepted
-        for partition, key in columns.touched(accepted):
-            self._dirty.setdefault(partition, set()).add(key)
+        dirty = self._dirty
+        keys, partitions = columns.keys, columns.partitions
+        for index in np.flatnonzero(np.asarray(out.accepted, dtype=np.bool_)).tolist():
+            dirty.setdefault(partitions[index], set()).add(keys[index])
         answers = self._kernel_answers(asks, out)
         if len(answers) < len(asks) or out.ran < table.num_rows:
             self._leave_kernel()
@@ -196,8 +196,10 @@ class ViewEngine:
                 "(or a mean over 2**31 values), which an offline row cannot hold"
             )
         accepted = np.asarray(out.accepted, dtype=np.bool_)
-        for partition, key in columns.touched(accepted):
-            self._dirty.setdefault(partition, set()).add(key)
+        dirty = self._dirty
+        keys, partitions = columns.keys, columns.partitions
+        for index in np.flatnonzero(accepted).tolist():
+            dirty.setdefault(partitions[index], set()).add(keys[index])
         taken = table.filter(pa.array(accepted))
         names = [*self.compiled.key_fields, "event_time"]
         names += [name for name in ("arrival_time", "partition", "offset") if name in table.column_names]

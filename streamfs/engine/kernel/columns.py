@@ -30,14 +30,8 @@ class TableColumns:
     times: np.ndarray
     values: np.ndarray
     ids: np.ndarray
-    group_of_row: np.ndarray  # each row's (partition, key) pair, an index into the two lists below
-    group_keys: list[Key]
-    group_partitions: list[int]
-
-    def touched(self, rows: np.ndarray) -> list[tuple[int, Key]]:
-        """The (partition, key) pairs of the given rows (a boolean mask), each once."""
-        groups = np.unique(self.group_of_row[rows]).tolist()
-        return [(self.group_partitions[g], self.group_keys[g]) for g in groups]
+    keys: list[Key]
+    partitions: list[int]
 
 
 def table_columns(store: KernelStore, table: pa.Table) -> TableColumns | None:
@@ -48,33 +42,19 @@ def table_columns(store: KernelStore, table: pa.Table) -> TableColumns | None:
         return None
     count = table.num_rows
     present = set(table.column_names)
-    # Keys go to slots once per distinct (partition, key) pair, not once per row.
-    codes = [np.asarray(table.column("partition").to_numpy(zero_copy_only=False), dtype=np.int64)]
-    dictionaries = []
+    key_columns = []
     for name in compiled.key_fields:
         if name not in present or table.column(name).null_count:
             return None
-        try:
-            encoded = pc.dictionary_encode(table.column(name).combine_chunks())
-        except pa.ArrowNotImplementedError:
-            return None
-        codes.append(np.asarray(encoded.indices.to_numpy(zero_copy_only=False), dtype=np.int64))
-        dictionaries.append(python_values(pa.chunked_array([encoded.dictionary])))
-    if count:
-        pairs, group_of_row = np.unique(np.stack(codes, axis=1), axis=0, return_inverse=True)
-        group_of_row = np.asarray(group_of_row, dtype=np.int64).reshape(count)
-    else:
-        pairs, group_of_row = np.zeros((0, len(codes)), np.int64), np.zeros(0, np.int64)
-    group_partitions = pairs[:, 0].tolist()
-    group_keys: list[Key] = [
-        tuple(dictionary[code] for dictionary, code in zip(dictionaries, pair[1:], strict=True))
-        for pair in pairs.tolist()
-    ]
-    slot = store.slot
-    group_slots = np.fromiter(
-        (slot(p, k) for p, k in zip(group_partitions, group_keys, strict=True)), np.int64, len(group_keys)
+        key_columns.append(python_values(table.column(name)))
+    keys: list[Key] = (
+        [(value,) for value in key_columns[0]]
+        if len(key_columns) == 1
+        else list(zip(*key_columns, strict=True))
     )
-    slots = group_slots[group_of_row] if count else np.zeros(0, np.int64)
+    partitions = table.column("partition").to_pylist()
+    slot = store.slot
+    slots = np.fromiter((slot(p, k) for p, k in zip(partitions, keys, strict=True)), np.int64, count)
     times = np.asarray(table.column("event_time").cast(pa.int64()).to_numpy(), dtype=np.int64)
     values = np.full((count, max(len(compiled.input_fields), 1)), np.nan)
     ids = np.full((count, max(len(layout.id_columns), 1)), -1, np.int64)
@@ -110,4 +90,4 @@ def table_columns(store: KernelStore, table: pa.Table) -> TableColumns | None:
             column_ids = mapping[indices] if len(mapping) else np.zeros(count, np.int64)
             column_ids[nulls] = -1
             ids[:, id_column[input_slot]] = column_ids
-    return TableColumns(slots, times, values, ids, group_of_row, group_keys, group_partitions)
+    return TableColumns(slots, times, values, ids, keys, partitions)
