@@ -57,6 +57,8 @@ def recover_partition(
         if replay_from == 0:
             for engine in engines:
                 engine.drop(partition)
+        else:
+            log.info("restored %s[%d] state from the checkpoint at offset %d", topic, partition, replay_from)
     replayed = 0
     if replay_from < committed:
         started = time.perf_counter()

@@ -225,7 +225,9 @@ def test_faust_outputs_equal_the_worker_across_kill_9(pipe: Pipe, settings: Sett
         if second.poll() is None:
             second.kill()
     text = log.read_text()
-    assert "resumed" in text and "rebuilt" in text, text[-3000:]
+    # Recovery ran: state from a checkpoint, the archive, or both (a checkpoint may land exactly
+    # on the committed offset, leaving nothing to replay).
+    assert "resumed" in text and ("rebuilt" in text or "restored" in text), text[-3000:]
 
     # The reference: every archived event through a fresh engine, one at a time.
     engine = Engine([view])
