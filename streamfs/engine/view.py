@@ -19,7 +19,7 @@ from streamfs.engine import snapshot as snapshots
 from streamfs.engine.compiled import CompiledView
 from streamfs.engine.ingest import accept, add_to_complete, ingest_buffered, ingest_newest
 from streamfs.engine.kernel import KernelLayout, KernelStore, kernel_enabled
-from streamfs.engine.kernel.columns import table_columns
+from streamfs.engine.kernel.columns import TableColumns, table_columns
 from streamfs.engine.kernel.run import Admitted, KernelOutput, first_unrepresentable
 from streamfs.engine.kernel.run import run as kernel_run
 from streamfs.engine.kernel.run import run_columns as kernel_run_columns
@@ -160,10 +160,7 @@ class ViewEngine:
             False,
             [(i, key, t, serve) for i, key, t in asks],
         )
-        dirty = self._dirty
-        keys, partitions = columns.keys, columns.partitions
-        for index in np.flatnonzero(np.asarray(out.accepted, dtype=np.bool_)).tolist():
-            dirty.setdefault(partitions[index], set()).add(keys[index])
+        self._mark_dirty(columns, np.asarray(out.accepted, dtype=np.bool_))
         answers = self._kernel_answers(asks, out)
         if len(answers) < len(asks) or out.ran < table.num_rows:
             self._leave_kernel()
@@ -196,10 +193,7 @@ class ViewEngine:
                 "(or a mean over 2**31 values), which an offline row cannot hold"
             )
         accepted = np.asarray(out.accepted, dtype=np.bool_)
-        dirty = self._dirty
-        keys, partitions = columns.keys, columns.partitions
-        for index in np.flatnonzero(accepted).tolist():
-            dirty.setdefault(partitions[index], set()).add(keys[index])
+        self._mark_dirty(columns, accepted)
         taken = table.filter(pa.array(accepted))
         names = [*self.compiled.key_fields, "event_time"]
         names += [name for name in ("arrival_time", "partition", "offset") if name in table.column_names]
@@ -207,6 +201,12 @@ class ViewEngine:
         for name, array in zip(self.feature_names, out.row_arrays, strict=True):
             rows = rows.append_column(name, array)
         return TableResult(rows, np.flatnonzero(~accepted))
+
+    def _mark_dirty(self, columns: TableColumns, accepted: np.ndarray) -> None:
+        """Mark the keys of a table's accepted rows (the first len(accepted) rows) dirty."""
+        keys, partitions = columns.keys, columns.partitions
+        for index in np.flatnonzero(accepted).tolist():
+            self._dirty.setdefault(partitions[index], set()).add(keys[index])
 
     def _kernel_answers(
         self, asks: Sequence[tuple[int, Key, int]], out: KernelOutput

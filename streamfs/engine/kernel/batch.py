@@ -76,7 +76,7 @@ def int_value(d: np.ndarray, at: int) -> int:
 
 
 @numba.njit(cache=True)
-def _normalize_sums(ops: np.ndarray, g: int, cells: np.ndarray, at: int) -> None:
+def normalize_sums(ops: np.ndarray, g: int, cells: np.ndarray, at: int) -> None:
     """Propagate the carries of group g's exact sums in cells[at:] (after digit-wise +/-)."""
     for o in range(ops.shape[0]):
         if ops[o, 1] == g and ops[o, 0] == OP_STATS:
@@ -111,7 +111,7 @@ def _expire(slot: int, watermark: int, state: tuple, groups: np.ndarray, ops: np
                 tids[slot, tid_off + r] = EMPTY_TILE
                 expired = True
         if expired:
-            _normalize_sums(ops, g, tot[slot], tot_off)
+            normalize_sums(ops, g, tot[slot], tot_off)
 
 
 @numba.njit(cache=True)
@@ -322,7 +322,7 @@ def _read(
                         add_float(window, tot_off + ioff, x, 1)
             e = bnext[e]
         if changed:
-            _normalize_sums(ops, g, window, tot_off)
+            normalize_sums(ops, g, window, tot_off)
     for q in range(readers.shape[0]):
         kind, g, column, ioff, doff, foff, source, j = (
             readers[q, 0], readers[q, 1], readers[q, 2], readers[q, 3],
@@ -644,7 +644,7 @@ def _rebuild_complete(  # type: ignore[no-untyped-def]
                 cfcell[slot, c] = fcell[slot, c]
             copied = True
         if copied:
-            _normalize_sums(ops, g, ctot[slot], tot_off)
+            normalize_sums(ops, g, ctot[slot], tot_off)
     for j in range(half):
         e = heads[slot, j + half]  # forget the old complete entries
         while e != -1:

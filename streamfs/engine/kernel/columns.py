@@ -17,11 +17,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from streamfs.engine.kernel.fixed import EXACT_INT
 from streamfs.engine.kernel.store import KernelStore
 from streamfs.engine.state import Key
 from streamfs.pyvalues import python_values
-
-_BIG = 2**53
 
 
 @dataclass(slots=True)
@@ -67,7 +66,7 @@ def table_columns(store: KernelStore, table: pa.Table) -> TableColumns | None:
         if input_slot in layout.value_slots:
             if pa.types.is_integer(column.type):
                 largest = pc.max(pc.abs(column)).as_py()
-                if largest is not None and largest >= _BIG:
+                if largest is not None and largest >= EXACT_INT:
                     return None
             elif not pa.types.is_floating(column.type):
                 return None

@@ -15,6 +15,7 @@ holding the sign, so each add is a handful of integer operations.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numba
 import numpy as np
@@ -25,6 +26,13 @@ DIGITS = 7
 """224 bits: |N| < 2**223, i.e. |sum| < 2**127 (values below 2**MAX_EXPONENT, 2**47 of them)."""
 MAX_EXPONENT = 80
 _MASK = (1 << 32) - 1
+EXACT_INT = 2**53
+"""Ints strictly inside ±2**53 are exact as float64; the kernel holds no larger ones."""
+
+
+def exact_as_float(value: Any) -> bool:
+    """An int or float that float64 holds exactly: any float, an int strictly inside ±2**53."""
+    return type(value) is float or (type(value) is int and -EXACT_INT < value < EXACT_INT)
 
 
 @numba.njit(cache=True, inline="always")
@@ -89,14 +97,6 @@ def add_float(d: np.ndarray, at: int, x: float, sign: int) -> None:
     d[j] += sign * (low & _MASK)
     d[j + 1] += sign * ((low >> 32) + (high & _MASK))
     d[j + 2] += sign * (high >> 32)
-    normalize(d, at)
-
-
-@numba.njit(cache=True, inline="always")
-def add_digits(d: np.ndarray, at: int, s: np.ndarray, sat: int, sign: int) -> None:
-    """d[at:] += sign·s[sat:] (both normalized)."""
-    for i in range(DIGITS):
-        d[at + i] += sign * s[sat + i]
     normalize(d, at)
 
 

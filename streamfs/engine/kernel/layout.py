@@ -108,9 +108,7 @@ class KernelLayout:
         id_columns = [
             slot
             for slot in range(len(compiled.input_fields))
-            if slot in distinct_slots
-            or slot in kept_slots
-            or (compiled.lateness and slot not in value_slots)
+            if slot in distinct_slots or slot in kept_slots or (compiled.lateness and slot not in value_slots)
         ]
         tid_off = i_off = k_off = f_off = tot_off = 0
         for g, group in enumerate(compiled.groups):

@@ -18,12 +18,10 @@ import pyarrow as pa
 
 from streamfs.engine.kernel import batch
 from streamfs.engine.kernel.distinct import rebuild_need
-from streamfs.engine.kernel.fixed import representable
+from streamfs.engine.kernel.fixed import exact_as_float, representable
 from streamfs.engine.kernel.store import KernelStore
 from streamfs.engine.state import Key
 from streamfs.records import SourceEvent
-
-_BIG = 2**53
 
 Admitted = tuple[SourceEvent, Key, tuple[Any, ...], int]
 """(event, entity key, input values, partition) of an event that passed validation."""
@@ -73,7 +71,7 @@ def run(
         column = [item[2][slot] for item in admitted]
         if slot in layout.value_slots:
             for i, value in enumerate(column):
-                if type(value) is int and not -_BIG < value < _BIG:
+                if type(value) is int and not exact_as_float(value):
                     limit = min(limit, i)  # the kernel stops here: it cannot hold this int exactly
                     column = column[:i] + [None] * (count - i)
                     break

@@ -15,7 +15,7 @@ import numpy as np
 from streamfs.engine.compiled import CompiledView
 from streamfs.engine.kernel import batch
 from streamfs.engine.kernel import distinct as table
-from streamfs.engine.kernel.fixed import DIGITS, SCALE, from_int, representable, to_int
+from streamfs.engine.kernel.fixed import DIGITS, SCALE, exact_as_float, from_int, representable, to_int
 from streamfs.engine.kernel.layout import KernelLayout
 from streamfs.engine.state import Key, KeyState
 
@@ -413,13 +413,9 @@ class KernelStore:
         return True
 
     def _normalize_totals(self, slot: int) -> None:
-        for g, cells in enumerate(self.layout.cells):
-            tot_off = int(self.layout.groups[g, 9])
-            for cell in cells:
-                if cell.kind == batch.OP_STATS:
-                    _normalize(self.tot[slot], tot_off + cell.icell + 1)
-                elif cell.kind == batch.OP_INT_SUM:
-                    _normalize(self.tot[slot], tot_off + cell.icell)
+        layout = self.layout
+        for g in range(len(layout.groups)):
+            batch.normalize_sums(layout.ops, g, self.tot[slot], int(layout.groups[g, 9]))
 
     def _buffer_rows(self, state: KeyState) -> list[tuple[int, int, list[float], list[int]]] | None:
         """The buffered events as kernel rows, or None if a value is not representable."""
@@ -431,9 +427,7 @@ class KernelStore:
             ids = [-1] * self.bids.shape[1]
             for input_slot, value in enumerate(values):
                 if input_slot in layout.value_slots and value is not None:
-                    if type(value) not in (int, float) or (
-                        type(value) is int and not -(2**53) < value < 2**53
-                    ):
+                    if not exact_as_float(value):
                         return None
                     if input_slot in layout.summed_slots and not representable(float(value)):
                         return None
@@ -490,9 +484,7 @@ class KernelStore:
                                 time, seq, value = kept
                                 vid = -1
                                 if cell.fcell >= 0:
-                                    if type(value) not in (int, float) or (
-                                        type(value) is int and not -(2**53) < value < 2**53
-                                    ):
+                                    if not exact_as_float(value):
                                         return None
                                     fcell[fbase + cell.fcell] = float(value)
                                 else:
@@ -501,9 +493,7 @@ class KernelStore:
                         else:
                             value = partial[at]
                             if value is not None:
-                                if type(value) not in (int, float) or (
-                                    type(value) is int and not -(2**53) < value < 2**53
-                                ):
+                                if not exact_as_float(value):
                                     return None
                                 fcell[fbase + cell.fcell] = float(value)
                 for cell_at, window in zip(layout.distinct_cells[g], gs.distinct, strict=True):
@@ -512,10 +502,3 @@ class KernelStore:
 
     def states(self, partition: int) -> dict[Key, KeyState]:
         return {key: self.key_state(slot) for key, slot in self.partitions.get(partition, {}).items()}
-
-
-def _normalize(digits: np.ndarray, at: int) -> None:
-    value = 0
-    for i in range(DIGITS - 1, -1, -1):
-        value = (value << 32) + int(digits[at + i])
-    from_int(value, digits, at)
