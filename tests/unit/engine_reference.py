@@ -8,8 +8,20 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
 
+from pydantic import BaseModel
+
 from streamfs.definitions import Aggregate, FeatureView
 from streamfs.records import SourceEvent
+
+
+class Ev(BaseModel):
+    """The schema of the random test streams (engine, kernel and training property tests)."""
+
+    k: str
+    x: float | None = None
+    n: int | None = None
+    s: str | None = None
+    ts: int
 
 
 @dataclass

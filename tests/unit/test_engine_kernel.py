@@ -14,25 +14,15 @@ from typing import Any
 
 import pyarrow as pa
 import pytest
-from engine_reference import ReferenceView
+from engine_reference import Ev, ReferenceView
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from pydantic import BaseModel
 
 from streamfs.definitions import Aggregate, AggregationName, Entity, FeatureView, KafkaSource
 from streamfs.engine import ViewEngine
 from streamfs.engine import view as view_module
 from streamfs.engine.kernel import KernelLayout, store
 from streamfs.records import Position, SourceEvent
-
-
-class Ev(BaseModel):
-    k: str
-    x: float | None = None
-    n: int | None = None
-    s: str | None = None
-    ts: int
-
 
 KERNEL_FUNCTIONS: list[AggregationName] = [
     "count",

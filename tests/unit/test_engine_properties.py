@@ -11,23 +11,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from engine_reference import ReferenceView
+from engine_reference import Ev, ReferenceView
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from pydantic import BaseModel
 
 from streamfs.definitions import AGGREGATIONS, Aggregate, AggregationName, Entity, FeatureView, KafkaSource
 from streamfs.engine import ServingState, ViewEngine
 from streamfs.records import FeatureRow, Position, SourceEvent
-
-
-class Ev(BaseModel):
-    k: str
-    x: float | None = None
-    n: int | None = None
-    s: str | None = None
-    ts: int
-
 
 WINDOWS = [(None, None), (10, 10), (12, 4), (30, 5), (7, 1)]
 FIELD_FOR: dict[str, list[str | None]] = {

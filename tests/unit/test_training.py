@@ -18,7 +18,7 @@ import pandas
 import polars
 import pyarrow as pa
 import pytest
-from engine_reference import ReferenceView
+from engine_reference import Ev, ReferenceView
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
@@ -29,15 +29,6 @@ from streamfs.errors import OfflineError
 from streamfs.offline import OfflineWriter
 from streamfs.records import Position, SourceEvent
 from streamfs.training import Mode, training_set, training_set_command
-
-
-class Ev(BaseModel):
-    k: str
-    x: float | None = None
-    n: int | None = None
-    s: str | None = None
-    ts: int
-
 
 WINDOWS = [(None, None), (10, 10), (12, 4), (30, 5)]
 FIELD_FOR: dict[str, list[str | None]] = {
