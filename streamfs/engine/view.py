@@ -23,6 +23,7 @@ from streamfs.engine.kernel.columns import TableColumns, table_columns
 from streamfs.engine.kernel.run import Admitted, KernelOutput, first_unrepresentable
 from streamfs.engine.kernel.run import run as kernel_run
 from streamfs.engine.kernel.run import run_columns as kernel_run_columns
+from streamfs.engine.kernel.serving import serving_states as kernel_serving_states
 from streamfs.engine.reads import evaluate_all, row
 from streamfs.engine.serving import ServingState, serving_state
 from streamfs.engine.state import Key, KeyState
@@ -44,10 +45,11 @@ COMPACT_AT = 1_000_000
 @dataclass(slots=True)
 class TableResult:
     """What process_table produced: the offline rows as a table, and the rows not accepted
-    (too late), as indices of the input table."""
+    (too late), as indices of the input table, with their key's newest event time then."""
 
     rows: pa.Table
     rejected: np.ndarray
+    newest: np.ndarray
 
 
 @dataclass(slots=True)
@@ -200,7 +202,8 @@ class ViewEngine:
         rows = taken.select(names)
         for name, array in zip(self.feature_names, out.row_arrays, strict=True):
             rows = rows.append_column(name, array)
-        return TableResult(rows, np.flatnonzero(~accepted))
+        rejected = np.flatnonzero(~accepted)
+        return TableResult(rows, rejected, np.asarray(out.newest, dtype=np.int64)[rejected])
 
     def _mark_dirty(self, columns: TableColumns, accepted: np.ndarray) -> None:
         """Mark the keys of a table's accepted rows (the first len(accepted) rows) dirty."""
@@ -278,12 +281,13 @@ class ViewEngine:
         return event, key, values, partition
 
     def _too_late(self, event: SourceEvent, key: Key, newest: int) -> Rejected:
-        lateness = self.compiled.lateness
-        return self._reject(
-            event,
-            TOO_LATE,
-            f"event time {event.event_time} is more than the allowed lateness {lateness} ms behind "
-            f"the newest accepted event {newest} of key {key!r}",
+        return self._reject(event, TOO_LATE, self.too_late_detail(key, event.event_time, newest))
+
+    def too_late_detail(self, key: Key, event_time: int, newest: int) -> str:
+        """Why an event was too late (the detail of its TOO_LATE rejection)."""
+        return (
+            f"event time {event_time} is more than the allowed lateness {self.compiled.lateness} ms "
+            f"behind the newest accepted event {newest} of key {key!r}"
         )
 
     def _ingest(self, admitted: Admitted, rows: bool, result: ProcessResult) -> None:
@@ -476,10 +480,25 @@ class ViewEngine:
 
     def serving_state(self, key: Key) -> ServingState | None:
         """The step functions that let a reader evaluate `key` exactly at any t ≥ max_time."""
+        if self._kernel is not None:
+            return self.serving_states([key])[0]
         state = self._find(key)
         if state is None or state.max_time is None:
             return None
         return serving_state(self.compiled, key, state)
+
+    def serving_states(self, keys: Sequence[Key]) -> list[ServingState | None]:
+        """serving_state of each key, in bulk: on the kernel, read off its arrays in one call
+        (kernel/serving.py) instead of building each key's KeyState."""
+        store = self._kernel
+        if store is None:
+            return [self.serving_state(key) for key in keys]
+        found = [(index, slot) for index, slot in enumerate(map(store.find, keys)) if slot is not None]
+        states: list[ServingState | None] = [None] * len(keys)
+        read = kernel_serving_states(store, [keys[index] for index, _ in found], [slot for _, slot in found])
+        for (index, _), state in zip(found, read, strict=True):
+            states[index] = state
+        return states
 
     def take_dirty(self, partitions: Iterable[int] | None = None) -> list[Key]:
         """Keys changed since the last call (for the given partitions, or all), then forget them."""

@@ -68,6 +68,9 @@ class OfflineWriter:
         }
         self._rows: dict[tuple[str, str, int], list[FeatureRow]] = {}
         self._events: dict[tuple[str, str, int], list[SourceEvent]] = {}
+        # The columnar path's batches (worker/datapath.py): tables already in the files' schema.
+        self._row_tables: dict[tuple[str, str, int], list[pa.Table]] = {}
+        self._event_tables: dict[tuple[str, str, int], list[pa.Table]] = {}
         self.pending_rows = 0
         self.pending_events = 0
 
@@ -121,6 +124,37 @@ class OfflineWriter:
             added += 1
         self.pending_events += added
 
+    def add_event_table(self, source: KafkaSource, topic: str, partition: int, table: pa.Table) -> None:
+        """Buffer one partition's validated events given as archive rows (decode_batch's tables)."""
+        schema = self._archive_schemas.get(source.name)
+        if schema is None or self._sources.get(source.name) != source:
+            raise ValueError(f"source {source.name!r} is not one of this writer's views' sources")
+        if not table.schema.equals(schema, check_metadata=False):
+            raise ValueError(f"archive table of source {source.name!r} does not have the archive schema")
+        table = pa.Table.from_arrays(table.columns, schema=schema)  # (this writer's metadata)
+        self._event_tables.setdefault((source.name, topic, partition), []).append(table)
+        self.pending_events += table.num_rows
+
+    def add_row_table(self, view_name: str, topic: str, partition: int, rows: pa.Table) -> None:
+        """Buffer one partition's feature rows given as ViewEngine.process_table's rows table."""
+        view = self.views.get(view_name)
+        if view is None:
+            raise ValueError(f"feature rows of unknown view {view_name!r} (writer views: {list(self.views)})")
+        schema = self._feature_schemas[view_name]
+        count = rows.num_rows
+        arrays = []
+        for field in schema:
+            if field.name == "topic":
+                arrays.append(pa.array([topic] * count, pa.string()))
+            elif field.name == "partition":
+                arrays.append(pa.array(np.full(count, partition, dtype=np.int32)))
+            else:
+                arrays.append(rows.column(field.name).cast(field.type))
+        self._row_tables.setdefault((view_name, topic, partition), []).append(
+            pa.Table.from_arrays(arrays, schema=schema)
+        )
+        self.pending_rows += count
+
     # ------------------------------------------------------------------ flush
 
     def flush(self, guard: PartitionGuard | None = None) -> list[tuple[str, int]]:
@@ -131,22 +165,32 @@ class OfflineWriter:
         dropped, and their topic-partitions returned.
         """
         fenced: list[tuple[str, int]] = []
-        partitions = sorted({(g[1], g[2]) for g in self._rows} | {(g[1], g[2]) for g in self._events})
+        row_groups = set(self._rows) | set(self._row_tables)
+        event_groups = set(self._events) | set(self._event_tables)
+        partitions = sorted({(g[1], g[2]) for g in row_groups} | {(g[1], g[2]) for g in event_groups})
         for tp in partitions:
             with nullcontext(True) if guard is None else guard(tp) as allowed:
                 if not allowed:
                     fenced.append(tp)
                     continue
-                for (view, topic, partition), rows in self._rows.items():
-                    if (topic, partition) == tp:
-                        table = self._feature_table(view, topic, partition, rows)
-                        _write_by_day(table, layout.features_dir(self.root, view), partition)
-                for (source, topic, partition), events in self._events.items():
-                    if (topic, partition) == tp:
-                        table = self._archive_table(self._sources[source], topic, partition, events)
-                        _write_by_day(table, layout.archive_dir(self.root, source), partition)
+                for view, topic, partition in sorted(g for g in row_groups if (g[1], g[2]) == tp):
+                    tables = list(self._row_tables.get((view, topic, partition), ()))
+                    rows = self._rows.get((view, topic, partition))
+                    if rows:
+                        tables.append(self._feature_table(view, topic, partition, rows))
+                    table = _in_offset_order(tables)
+                    _write_by_day(table, layout.features_dir(self.root, view), partition)
+                for source, topic, partition in sorted(g for g in event_groups if (g[1], g[2]) == tp):
+                    tables = list(self._event_tables.get((source, topic, partition), ()))
+                    events = self._events.get((source, topic, partition))
+                    if events:
+                        tables.append(self._archive_table(self._sources[source], topic, partition, events))
+                    table = _in_offset_order(tables)
+                    _write_by_day(table, layout.archive_dir(self.root, source), partition)
         self._rows.clear()
         self._events.clear()
+        self._row_tables.clear()
+        self._event_tables.clear()
         self.pending_rows = self.pending_events = 0
         return fenced
 
@@ -196,8 +240,15 @@ class OfflineWriter:
         for buffers in (self._rows, self._events):
             for group in [g for g in buffers if g[1] == topic and g[2] == partition]:
                 dropped += len(buffers.pop(group))
-        self.pending_rows = sum(len(rows) for rows in self._rows.values())
-        self.pending_events = sum(len(events) for events in self._events.values())
+        for tables in (self._row_tables, self._event_tables):
+            for group in [g for g in tables if g[1] == topic and g[2] == partition]:
+                dropped += sum(table.num_rows for table in tables.pop(group))
+        self.pending_rows = sum(len(rows) for rows in self._rows.values()) + sum(
+            table.num_rows for tables in self._row_tables.values() for table in tables
+        )
+        self.pending_events = sum(len(events) for events in self._events.values()) + sum(
+            table.num_rows for tables in self._event_tables.values() for table in tables
+        )
         return dropped
 
     def truncate(self, topic: str, partition: int, committed_offset: int) -> int:
@@ -241,6 +292,13 @@ def truncate_files(directories: Iterable[Path], partition: int, committed_offset
 
 
 # ---------------------------------------------------------------------- helpers
+
+
+def _in_offset_order(tables: list[pa.Table]) -> pa.Table:
+    """One flush's tables of one partition as one table in offset order (= processing order)."""
+    if len(tables) == 1:
+        return tables[0]
+    return pa.concat_tables(tables).sort_by([("offset", "ascending")])
 
 
 def _transpose(tuples: list[tuple[Any, ...]], width: int) -> list[list[Any]]:

@@ -79,15 +79,16 @@ class OnlineWriter:
         pipe = self.client.pipeline(transaction=False)
         pending = 0
         count = 0
-        for key in keys:
-            state = engine.serving_state(key)
-            if state is None:
-                continue
-            name = prefix + encode_key(key) + suffix
-            value = encode_entry(state, fingerprint, written)
-            pipe.set(name, value, px=expire)
-            pending += 1
-            count += 1
+        keys = list(keys)
+        for begin in range(0, len(keys), self.chunk_size):
+            chunk = keys[begin : begin + self.chunk_size]
+            for key, state in zip(chunk, engine.serving_states(chunk), strict=True):
+                if state is None:
+                    continue
+                name = prefix + encode_key(key) + suffix
+                pipe.set(name, encode_entry(state, fingerprint, written), px=expire)
+                pending += 1
+                count += 1
             if pending >= self.chunk_size:
                 pipe.execute()
                 pending = 0

@@ -46,9 +46,7 @@ def served(
     producer = EventProducer(Pipeline((pipe.account_activity,)), settings.producer_config())
     producer.send_all(pipe.generate(2_000, seed=7))
     producer.flush()
-    worker = Worker(
-        Pipeline((pipe.account_activity,)), settings, WorkerOptions(until_caught_up=True, serve_metrics=False)
-    )
+    worker = Worker(Pipeline(pipe.VIEWS), settings, WorkerOptions(until_caught_up=True, serve_metrics=False))
     assert worker.run() == 0
     for name, value in {
         "STREAMFS_DATA_DIR": str(settings.data_dir),

@@ -51,7 +51,7 @@ def test_worker_end_to_end_with_bad_input(pipe: Any, settings: Settings) -> None
     ]
     produce(pipe, settings, events, bad)
     worker = Worker(
-        Pipeline((pipe.account_activity,)), settings, WorkerOptions(until_caught_up=True, serve_metrics=False)
+        Pipeline(pipe.VIEWS), settings, WorkerOptions(until_caught_up=True, serve_metrics=False)
     )
     assert worker.run() == 0
 
@@ -66,10 +66,10 @@ def test_worker_end_to_end_with_bad_input(pipe: Any, settings: Settings) -> None
     reasons = sorted(dict(m.headers())["streamfs.reason"].decode() for m in dead)
     too_late = len(events) - len(expected)
     assert too_late > 0, "the generator is meant to produce some too-late events"
-    assert reasons.count("too_late") == too_late
+    assert reasons.count("too_late") == too_late * len(pipe.VIEWS)  # each view rejects it
     for reason in ("undecodable", "missing_timestamp", "naive_timestamp", "schema_violation", "oversized"):
         assert reason in reasons
-    assert len(dead) == len(bad) + too_late
+    assert len(dead) == len(bad) + too_late * len(pipe.VIEWS)
     headers = dict(dead[0].headers())
     assert {"streamfs.topic", "streamfs.partition", "streamfs.offset", "streamfs.detail"} <= set(headers)
 
@@ -112,7 +112,7 @@ def test_a_message_too_big_for_the_dead_letter_topic_is_truncated(pipe: Any, set
     assert raw.flush(30) == 0
     produce(pipe, settings, list(pipe.generate(200, seed=11)))
     worker = Worker(
-        Pipeline((pipe.account_activity,)), settings, WorkerOptions(until_caught_up=True, serve_metrics=False)
+        Pipeline(pipe.VIEWS), settings, WorkerOptions(until_caught_up=True, serve_metrics=False)
     )
     assert worker.run() == 0
     _, expected = expected_rows(pipe, settings)

@@ -223,7 +223,7 @@ def test_load_100k_events_exact(topic_factory: Any, settings: Settings) -> None:
     events = list(pipe.generate(100_000, accounts=2_000, seed=9))
     produce(pipe, settings, events)
     worker = Worker(
-        Pipeline((pipe.account_activity,)), settings, WorkerOptions(until_caught_up=True, serve_metrics=False)
+        Pipeline(pipe.VIEWS), settings, WorkerOptions(until_caught_up=True, serve_metrics=False)
     )
     started, cpu = time.perf_counter(), time.process_time()
     assert worker.run() == 0

@@ -53,7 +53,7 @@ def test_metrics_health_and_readiness_of_a_running_worker(pipe: Any, settings: S
     produce(pipe, settings, events, bad)
     total = len(events) + len(bad)
     worker = Worker(
-        Pipeline((pipe.account_activity,)),
+        Pipeline(pipe.VIEWS),
         settings.model_copy(update={"metrics_port": 0}),  # a free port
         WorkerOptions(serve_metrics=True, online_interval_s=0.05),
     )

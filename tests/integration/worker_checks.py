@@ -91,8 +91,13 @@ def committed_offsets(settings: Settings, topic: str, partitions: int) -> dict[i
         consumer.close()
 
 
-def expected_rows(pipe: Any, settings: Settings, *, total: int | None = None) -> tuple[ViewEngine, Rows]:
-    """Replay the source topic partition by partition into a fresh engine: the reference output."""
+def expected_rows(
+    pipe: Any, settings: Settings, *, total: int | None = None
+) -> tuple[list[ViewEngine], Rows]:
+    """Replay the source topic partition by partition into fresh engines: the reference output.
+
+    Rows are keyed by (partition, offset) and hold every view's values (pipe.VIEWS, in order):
+    the views share their source, key and lateness, so they accept the same events."""
     if total is None:
         read_topic(settings, pipe.TOPIC, expect=1)  # wait for visibility
         messages = read_topic(settings, pipe.TOPIC, expect=10**9, timeout=8)
@@ -100,8 +105,8 @@ def expected_rows(pipe: Any, settings: Settings, *, total: int | None = None) ->
         messages = read_topic(settings, pipe.TOPIC, expect=total, timeout=60)
         assert len(messages) == total, f"read {len(messages)} of {total} records back"
     decoder = Decoder(pipe.txns)
-    engine = ViewEngine(pipe.account_activity)
-    rows: Rows = {}
+    engines = [ViewEngine(view) for view in pipe.VIEWS]
+    per_view: list[Rows] = [{} for _ in engines]
     for partition in sorted({m.partition() for m in messages}):
         events = []
         for m in sorted((m for m in messages if m.partition() == partition), key=lambda m: m.offset()):
@@ -110,22 +115,36 @@ def expected_rows(pipe: Any, settings: Settings, *, total: int | None = None) ->
             )
             if isinstance(decoded, SourceEvent):
                 events.append(decoded)
-        for row in engine.process(events).rows:
-            assert row.position is not None
-            rows[(row.position.partition, row.position.offset)] = row.values
-    return engine, rows
+        for engine, rows in zip(engines, per_view, strict=True):
+            for row in engine.process(events).rows:
+                assert row.position is not None
+                rows[(row.position.partition, row.position.offset)] = row.values
+    return engines, _merged(per_view)
+
+
+def _merged(per_view: list[Rows]) -> Rows:
+    """Rows of several views by position, their values concatenated in view order; a position
+    some view has no row for holds a marker, so it never equals a complete row."""
+    positions = set().union(*per_view)
+    return {
+        position: tuple(v for rows in per_view for v in rows.get(position, ("<no row>",)))
+        for position in positions
+    }
 
 
 def parquet_rows(settings: Settings, pipe: Any) -> Rows:
-    """The worker's feature rows by (partition, offset); fails on a duplicate."""
-    table = scan_features(settings.data_dir, pipe.account_activity).to_pylist()
-    names = pipe.account_activity.feature_names
-    out: Rows = {}
-    for row in table:
-        position = (row["partition"], row["offset"])
-        assert position not in out, f"duplicate feature row for {position}"
-        out[position] = tuple(row[name] for name in names)
-    return out
+    """The worker's feature rows of every view by (partition, offset); fails on a duplicate."""
+    per_view: list[Rows] = []
+    for view in pipe.VIEWS:
+        table = scan_features(settings.data_dir, view).to_pylist()
+        names = view.feature_names
+        out: Rows = {}
+        for row in table:
+            position = (row["partition"], row["offset"])
+            assert position not in out, f"duplicate {view.name} row for {position}"
+            out[position] = tuple(row[name] for name in names)
+        per_view.append(out)
+    return _merged(per_view)
 
 
 def assert_rows_equal(got: Rows, expected: Rows) -> None:
@@ -136,16 +155,15 @@ def assert_rows_equal(got: Rows, expected: Rows) -> None:
     assert not wrong, f"{len(wrong)} rows differ, first {wrong[0]}: {got[wrong[0]]} != {expected[wrong[0]]}"
 
 
-def assert_online_matches(settings: Settings, pipe: Any, engine: ViewEngine) -> None:
-    client = FeatureClient(
-        settings.require_redis(), [pipe.account_activity], namespace=settings.online_namespace
-    )
+def assert_online_matches(settings: Settings, pipe: Any, engines: Sequence[ViewEngine]) -> None:
+    client = FeatureClient(settings.require_redis(), list(pipe.VIEWS), namespace=settings.online_namespace)
     try:
-        keys = sorted(engine.keys())
-        as_of = max(engine.watermark(k) or 0 for k in keys) + 30 * 60_000
-        result = client.get_features("account_activity", [k[0] for k in keys], as_of=as_of).to_dicts()
-        for key, got in zip(keys, result, strict=True):
-            assert got == engine.serve(key, as_of), key
+        for engine in engines:
+            keys = sorted(engine.keys())
+            as_of = max(engine.watermark(k) or 0 for k in keys) + 30 * 60_000
+            result = client.get_features(engine.name, [k[0] for k in keys], as_of=as_of).to_dicts()
+            for key, got in zip(keys, result, strict=True):
+                assert got == engine.serve(key, as_of), (engine.name, key)
     finally:
         client.close()
 

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from pydantic import AwareDatetime, BaseModel
+from pydantic import BaseModel
 
 from streamfs.definitions import Aggregate, Entity, FeatureView, KafkaSource
 
@@ -20,7 +20,7 @@ class Txn(BaseModel):
     account: str
     shop: str
     amount: float
-    ts: AwareDatetime
+    ts: datetime  # plain, so batches take the worker's columnar path (decode_batch)
 
 
 TOPIC = os.environ.get("WORKER_TEST_TOPIC", "worker-test")
@@ -54,6 +54,27 @@ account_activity = FeatureView(
     ],
     ttl="7d",
 )
+
+account_totals = FeatureView(
+    "account_totals",
+    entity=account,
+    source=txns,
+    features=[  # no transform and kernel functions only: the worker's columnar path end to end
+        Aggregate(None, "count", window="10m", hop="1m"),
+        Aggregate("amount", "sum", window="1h", hop="5m"),
+        Aggregate("amount", "mean", window="1h", hop="5m"),
+        Aggregate("amount", "min", window="1d", hop="1h"),
+        Aggregate("amount", "max", window="1h"),
+        Aggregate("shop", "count_distinct", window="1d", hop="1h"),
+        Aggregate("amount", "last"),
+        Aggregate("shop", "last", window="1h", hop="5m"),
+        Aggregate("shop", "first"),
+    ],
+    ttl="7d",
+)
+
+VIEWS = (account_activity, account_totals)
+"""Every view of the test pipeline: one on the Python engine, one on the kernel's columnar path."""
 
 
 def generate(

@@ -396,4 +396,9 @@ def test_process_table_gives_the_rows_process_gives(
     assert result.rejected.tolist() == [
         i for i, e in enumerate(events[cut:]) if e.position in {r.position for r in expected.rejected}
     ]
+    late = [events[cut:][i] for i in result.rejected.tolist()]
+    assert [
+        columnar.too_late_detail((e.fields["k"],), e.event_time, newest)
+        for e, newest in zip(late, result.newest.tolist(), strict=True)
+    ] == [r.detail for r in expected.rejected]
     assert_same_state(columnar, rows)

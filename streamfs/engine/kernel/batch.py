@@ -268,9 +268,11 @@ def _read(
     out_float: np.ndarray,
     i: int,
     use_buffer: bool,
+    only_group: int = -1,
 ) -> bool:
-    """Row i: every feature over the window at t (t ≥ watermark). False if a value cannot be
-    given exactly here (an int sum beyond int64, a mean over 2**31 values)."""
+    """Row i: every feature over the window at t (t ≥ watermark), or only group `only_group`'s
+    (the other columns of row i are left as they were). False if a value cannot be given exactly
+    here (an int sum beyond int64, a mean over 2**31 values)."""
     tids, icell, kcell, fcell, tot = state[2], state[3], state[4], state[5], state[6]
     ekey, etime, tkey, tpos = distinct[0], distinct[1], distinct[4], distinct[5]
     btime, bseq, bnext, bvals, bids, bhead = buffer[0], buffer[1], buffer[2], buffer[3], buffer[4], buffer[5]
@@ -278,6 +280,8 @@ def _read(
     for c in range(width):
         window[c] = tot[slot, c]
     for g in range(groups.shape[0]):
+        if only_group >= 0 and g != only_group:
+            continue
         hop, ring, tid_off, i_off, ni, tot_off = (
             groups[g, 0], groups[g, 1], groups[g, 2], groups[g, 3], groups[g, 4], groups[g, 9]
         )  # fmt: skip
@@ -328,6 +332,8 @@ def _read(
             readers[q, 0], readers[q, 1], readers[q, 2], readers[q, 3],
             readers[q, 4], readers[q, 5], readers[q, 6], readers[q, 7],
         )  # fmt: skip
+        if only_group >= 0 and g != only_group:
+            continue
         tot_off = groups[g, 9]
         if kind == READ_N:
             out_int[i, column] = window[tot_off + ioff]

@@ -182,27 +182,37 @@ def _slot_or_none(store: KernelStore, key: Key) -> int:
 
 
 def _rows(store: KernelStore, out_int: np.ndarray, out_float: np.ndarray) -> list[tuple[Any, ...]]:
+    return rows_of_columns(store, out_int, out_float, range(store.layout.features))
+
+
+def rows_of_columns(
+    store: KernelStore, out_int: np.ndarray, out_float: np.ndarray, columns: Sequence[int]
+) -> list[tuple[Any, ...]]:
+    """The kernel's output rows as tuples of Python values of the given feature columns: counts
+    and int sums int, numbers float, None where a window is empty, ids back to their values."""
     layout = store.layout
     ints = set(layout.int_columns)
     nullable = set(layout.nullable_columns)
     int_valued = set(layout.int_valued_columns)
     id_valued = set(layout.id_valued_columns)
     id_values = store.id_values
-    columns: list[list[Any]] = []
-    for column in range(layout.features):
+    lists: list[list[Any]] = []
+    for column in columns:
         if column in id_valued:
-            columns.append([None if vid < 0 else id_values[vid] for vid in out_int[:, column].tolist()])
+            lists.append([None if vid < 0 else id_values[vid] for vid in out_int[:, column].tolist()])
             continue
         if column in ints:
-            columns.append(out_int[:, column].tolist())
+            lists.append(out_int[:, column].tolist())
             continue
         values = out_float[:, column].tolist()
         if column in int_valued:
             values = [None if x != x else int(x) for x in values]
         elif column in nullable:
             values = [None if x != x else x for x in values]
-        columns.append(values)
-    return list(zip(*columns, strict=True))
+        lists.append(values)
+    if not lists:
+        return [()] * len(out_int)
+    return list(zip(*lists, strict=True))
 
 
 def row_columns(store: KernelStore, out_int: np.ndarray, out_float: np.ndarray) -> list[pa.Array]:
