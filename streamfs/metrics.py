@@ -10,10 +10,36 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from streamfs.errors import ConfigError
+
+
+def observe_many(histogram: Histogram, values: np.ndarray) -> None:
+    """histogram.observe(v) for every v, counted per bucket at once.
+
+    The worker observes one freshness per event: a million `observe` calls cost ~3 % of its CPU.
+    prometheus_client has no bulk observe, so this adds each bucket's count to the histogram's
+    own counters (the attributes observe uses); without them (another client version) it
+    falls back to observe one by one.
+    """
+    bounds = getattr(histogram, "_upper_bounds", None)
+    buckets = getattr(histogram, "_buckets", None)
+    total = getattr(histogram, "_sum", None)
+    if bounds is None or buckets is None or total is None or len(buckets) != len(bounds):
+        for value in values.tolist():
+            histogram.observe(value)
+        return
+    if not len(values):
+        return
+    counts = np.bincount(np.searchsorted(np.asarray(bounds), values, side="left"), minlength=len(bounds))
+    for bucket, count in zip(buckets, counts.tolist(), strict=False):
+        if count:
+            bucket.inc(count)
+    total.inc(float(values.sum()))
+
 
 FRESHNESS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 

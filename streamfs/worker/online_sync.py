@@ -14,11 +14,12 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import numpy as np
 import redis
 
 from streamfs.engine import Engine, Key
 from streamfs.errors import ServiceError
-from streamfs.metrics import WorkerMetrics
+from streamfs.metrics import WorkerMetrics, observe_many
 from streamfs.online import OnlineWriter
 from streamfs.status import record_progress
 from streamfs.worker.options import WorkerOptions
@@ -120,9 +121,8 @@ class OnlineSync:
             resume()
             self.metrics.paused.set(0)
         now = time.time() * 1000
-        observe = self.metrics.freshness.observe
-        for arrival in self.arrivals:
-            observe(max(0.0, (now - arrival) / 1000))
+        ages = np.maximum(0.0, (now - np.asarray(self.arrivals, dtype=np.float64)) / 1000)
+        observe_many(self.metrics.freshness, ages)
         self.arrivals.clear()
 
     def _write_once(self) -> None:
