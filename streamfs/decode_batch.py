@@ -73,7 +73,8 @@ class BatchDecoder:
     def build(cls, source: KafkaSource) -> BatchDecoder | None:
         """The batch decoder of a source, or None when its messages need per-message validation
         (a custom decoder, or a schema with anything but plain fields)."""
-        return None if plain_fields(source) is None else cls(source, plain_fields(source) or {})
+        fields = plain_fields(source)
+        return None if fields is None else cls(source, fields)
 
     def decode(
         self,
@@ -127,8 +128,7 @@ class BatchDecoder:
         if self.source.max_future is not None and (event_times > arrival + self.source.max_future).any():
             return None
         arrays: list[pa.Array | pa.ChunkedArray] = [
-            pa.array([topic] * count, pa.string()),
-            pa.array(np.full(count, partition, np.int32)),
+            *layout.topic_partition_columns(topic, partition, count),
             pa.array(np.asarray(offsets, dtype=np.int64)),
             pa.array(arrival).cast(layout.TIMESTAMP),
             pa.array(event_times).cast(layout.TIMESTAMP),

@@ -22,6 +22,7 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
 from streamfs.definitions import FeatureView, KafkaSource
@@ -39,6 +40,7 @@ __all__ = [
     "features_dir",
     "file_name",
     "list_files",
+    "topic_partition_columns",
 ]
 
 FEATURES = "features"
@@ -203,6 +205,12 @@ def _position_fields() -> list[pa.Field]:
         pa.field("partition", pa.int32()),
         pa.field("offset", pa.int64()),
     ]
+
+
+def topic_partition_columns(topic: str, partition: int, count: int) -> tuple[pa.Array, pa.Array]:
+    """The `topic` and `partition` columns of `count` rows of one topic-partition (their types
+    as in the feature and archive schemas)."""
+    return pa.array([topic] * count, pa.string()), pa.array(np.full(count, partition, np.int32))
 
 
 def metadata_of(schema: pa.Schema) -> dict[str, str]:

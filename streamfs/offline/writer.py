@@ -142,14 +142,12 @@ class OfflineWriter:
             raise ValueError(f"feature rows of unknown view {view_name!r} (writer views: {list(self.views)})")
         schema = self._feature_schemas[view_name]
         count = rows.num_rows
-        arrays = []
-        for field in schema:
-            if field.name == "topic":
-                arrays.append(pa.array([topic] * count, pa.string()))
-            elif field.name == "partition":
-                arrays.append(pa.array(np.full(count, partition, dtype=np.int32)))
-            else:
-                arrays.append(rows.column(field.name).cast(field.type))
+        topic_column, partition_column = layout.topic_partition_columns(topic, partition, count)
+        constant = {"topic": topic_column, "partition": partition_column}
+        arrays = [
+            constant[field.name] if field.name in constant else rows.column(field.name).cast(field.type)
+            for field in schema
+        ]
         self._row_tables.setdefault((view_name, topic, partition), []).append(
             pa.Table.from_arrays(arrays, schema=schema)
         )
@@ -206,8 +204,7 @@ class OfflineWriter:
             arrays.append(pa.array(keys[index], type=schema.field(index).type))
         arrays.append(_timestamps(list(map(attrgetter("event_time"), rows))))
         arrays.append(_timestamps(list(map(attrgetter("arrival_time"), rows))))
-        arrays.append(pa.array([topic] * n, type=pa.string()))
-        arrays.append(pa.array(np.full(n, partition, dtype=np.int32)))
+        arrays.extend(layout.topic_partition_columns(topic, partition, n))
         arrays.append(pa.array(list(map(attrgetter("offset"), positions)), type=pa.int64()))
         base = len(view.entity.join_keys) + 5
         for index in range(len(view.features)):
@@ -221,8 +218,7 @@ class OfflineWriter:
         n = len(events)
         names = list(source.schema.model_fields)
         arrays: list[pa.Array] = [
-            pa.array([topic] * n, type=pa.string()),
-            pa.array(np.full(n, partition, dtype=np.int32)),
+            *layout.topic_partition_columns(topic, partition, n),
             pa.array([event.position.offset for event in events], type=pa.int64()),  # type: ignore[union-attr]
             _timestamps(list(map(attrgetter("arrival_time"), events))),
             _timestamps(list(map(attrgetter("event_time"), events))),

@@ -142,10 +142,7 @@ class DataPath:
             metrics.accepted.labels(engine.name).inc(rows.num_rows)
             if len(result.rejected):
                 rejected.extend(self._too_late(engine, table, records, arrivals, result))
-        for item in rejected:
-            metrics.rejected.labels(item.reason, item.view or "").inc()
-        self.dead_letters.add(topic, rejected)
-        self.online.arrived(arrivals)
+        self._hand_over(topic, rejected, arrivals)
         return True
 
     def _run_view(self, engine: ViewEngine, events: list[SourceEvent]) -> list[Rejected]:
@@ -193,7 +190,12 @@ class DataPath:
         self.offline.add_events(self.pipeline.source(topic), events)
         for engine in self.engine.for_topic(topic):
             rejected.extend(self._run_view(engine, events))
+        self._hand_over(topic, rejected, [event.arrival_time for event in events])
+
+    def _hand_over(self, topic: str, rejected: list[Rejected], arrivals: list[int]) -> None:
+        """Both paths' end: rejections counted and sent to the dead letters, arrivals noted for
+        the freshness the next Redis write observes."""
         for item in rejected:
-            metrics.rejected.labels(item.reason, item.view or "").inc()
+            self.metrics.rejected.labels(item.reason, item.view or "").inc()
         self.dead_letters.add(topic, rejected)
-        self.online.arrived(event.arrival_time for event in events)
+        self.online.arrived(arrivals)
