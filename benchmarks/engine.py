@@ -12,6 +12,9 @@ density (--memory-keys keys, events scaled to match): the bytes still allocated 
 and rows are gone, i.e. exactly what the engine retains (including the event values it keeps).
 Running the same stream through the view without its count_distinct features separates the
 tiled pairs' bytes from count_distinct's, which is reported per distinct value held.
+
+Last, the checkpoint cost of the state the last run built: snapshot + JSON and JSON + restore,
+in the kernel's own format (its arrays) and in the portable one (per-key partials).
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from streamfs.definitions import Aggregate, Entity, FeatureView, KafkaSource
 from streamfs.engine import ViewEngine
+from streamfs.engine.snapshot import from_json, to_json
 from streamfs.records import Position, SourceEvent
 
 
@@ -137,6 +141,32 @@ def memory_report(events: int, keys: int, memory_keys: int, batch: int) -> None:
     )
 
 
+def snapshot_report(view: FeatureView, engine: ViewEngine, partition: int = 0, repeat: int = 3) -> None:
+    """Checkpoint cost of the state just built: snapshot + JSON, and JSON + restore, in the
+    kernel's own format and in the portable one (medians of `repeat`)."""
+    keys = len(engine.keys(partition))
+    formats = [("kernel", engine.snapshot)] if engine.uses_kernel else []
+    formats.append(("portable", engine.portable_snapshot))
+    for name, take in formats:
+        saves, loads = [], []
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            raw = to_json(take(partition))
+            t1 = time.perf_counter()
+            fresh = ViewEngine(view)
+            t2 = time.perf_counter()
+            fresh.restore(from_json(raw))
+            t3 = time.perf_counter()
+            saves.append(t1 - t0)
+            loads.append(t3 - t2)
+        assert fresh.uses_kernel == engine.uses_kernel and len(fresh.keys(partition)) == keys
+        print(
+            f"  checkpoint of {keys:,} keys, {name} format: snapshot+JSON "
+            f"{statistics.median(saves) * 1e3:,.0f} ms, JSON+restore {statistics.median(loads) * 1e3:,.0f} ms, "
+            f"{len(raw) / 1e6:.1f} MB"
+        )
+
+
 def rss_mb() -> float:
     with open("/proc/self/status") as status:
         for line in status:
@@ -215,12 +245,16 @@ def main() -> None:
         )
         if profiler:
             pstats.Stats(profiler).sort_stats("tottime").print_stats(12)
-        del engine
+        if run < args.repeat - 1:
+            del engine
     if rates:
         print(
             f"median: {statistics.median(rates):,.0f} events/s (target 1,000,000); peak RSS "
             f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB"
         )
+    if args.repeat:
+        snapshot_report(view, engine)
+        del engine
     del events
     if args.memory_keys:
         memory_report(args.events, args.keys, args.memory_keys, args.batch)

@@ -9,8 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException, TopicPartition
 
@@ -38,9 +37,10 @@ class Record(Protocol):
         """The record's Kafka timestamp in epoch milliseconds, or None when the broker gave none."""
 
 
-@dataclass(frozen=True, slots=True)
-class SourceRecord:
-    """A plain :class:`Record`: what KafkaReader.consume returns, and what hosts can build."""
+class SourceRecord(NamedTuple):
+    """A plain :class:`Record`: what KafkaReader.consume returns, and what hosts can build.
+
+    (A named tuple: one is built per consumed message, and a frozen dataclass costs ~1 µs more.)"""
 
     topic: str
     partition: int

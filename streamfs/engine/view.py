@@ -19,6 +19,7 @@ from streamfs.engine import snapshot as snapshots
 from streamfs.engine.compiled import CompiledView
 from streamfs.engine.ingest import accept, add_to_complete, ingest_buffered, ingest_newest
 from streamfs.engine.kernel import KernelLayout, KernelStore, kernel_enabled
+from streamfs.engine.kernel import snapshot as kernel_snapshot
 from streamfs.engine.kernel.columns import TableColumns, table_columns
 from streamfs.engine.kernel.run import Admitted, KernelOutput, first_unrepresentable
 from streamfs.engine.kernel.run import run as kernel_run
@@ -542,7 +543,17 @@ class ViewEngine:
             self._kernel.drop(partition)
 
     def snapshot(self, partition: int) -> dict[str, Any]:
-        """A plain-value copy of one partition's state (lists, tuples, ints, floats, strings)."""
+        """A plain-value copy of one partition's state (JSON-able with engine.snapshot.to_json).
+
+        On the kernel it is the kernel's own format (its arrays, kernel/snapshot.py), which takes
+        milliseconds where the portable one takes ~0.1 ms per key; `restore` takes either."""
+        if self._kernel is not None:
+            return kernel_snapshot.take(self._kernel, self.name, self.fingerprint(), partition)
+        return self.portable_snapshot(partition)
+
+    def portable_snapshot(self, partition: int) -> dict[str, Any]:
+        """The partition's state as per-key tiles of per-feature partials (engine/snapshot.py):
+        independent of the engine and of the kernel's layout (and much slower on the kernel)."""
         if self._kernel is not None:
             states = self._kernel.states(partition)
         else:
@@ -550,7 +561,10 @@ class ViewEngine:
         return snapshots.snapshot_states(self.compiled, self.name, self.fingerprint(), partition, states)
 
     def restore(self, snapshot: dict[str, Any]) -> None:
-        """Replace one partition's state with a snapshot taken by `snapshot`."""
+        """Replace one partition's state with a snapshot taken by `snapshot` (either format)."""
+        if snapshot.get("format") == kernel_snapshot.FORMAT:
+            self._restore_kernel_snapshot(snapshot)
+            return
         partition, states = snapshots.restore_states(self.compiled, self.name, self.fingerprint(), snapshot)
         self._dirty[partition] = set()
         store = self._kernel
@@ -560,6 +574,24 @@ class ViewEngine:
                 return
             self._leave_kernel()
         self._partitions[partition] = states
+
+    def _restore_kernel_snapshot(self, snapshot: dict[str, Any]) -> None:
+        """Into the kernel's arrays as they were; on the Python engine, through a scratch store."""
+        kernel_snapshot.check(snapshot, self.name, self.fingerprint())
+        if self._kernel is not None:
+            partition = kernel_snapshot.put(self._kernel, snapshot)
+        else:
+            layout = KernelLayout.build(self.compiled)
+            if not isinstance(layout, KernelLayout):
+                raise StateError(
+                    f"a kernel snapshot of view {self.name!r}, which the kernel cannot run: {layout}"
+                )
+            scratch = KernelStore(self.compiled, layout)
+            partition = kernel_snapshot.put(scratch, snapshot)
+            self._partitions[partition] = {
+                key: state for key, state in scratch.states(partition).items() if state.max_time is not None
+            }
+        self._dirty[partition] = set()
 
     def fingerprint(self) -> str:
         """Identifies the parts of the definition that shape state: features, keys, lateness, and

@@ -6,7 +6,8 @@ the common shape of view (see layout.py), 5-8x faster per event through ViewEngi
 it meets something it cannot hold exactly. Modules: fixed (exact sums in fixed point), distinct
 (count_distinct entries), batch (the event loop), layout (a view as the kernel's tables), store
 (the arrays and KeyState in and out), run (a batch in, rows or answers out), columns (archive
-tables straight to the kernel's arrays).
+tables straight to the kernel's arrays), serving (Redis serving states off the arrays), snapshot
+(a partition's arrays as a checkpoint snapshot and back).
 
 STREAMFS_ENGINE=python turns the kernel off (every view runs on the Python engine).
 """

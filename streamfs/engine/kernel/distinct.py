@@ -163,3 +163,69 @@ def rebuild_need(
         if cvalid[slot] == 2:
             cvalid[slot] = 0
     return need
+
+
+@numba.njit(cache=True)
+def live_entries(  # type: ignore[no-untyped-def]
+    ekey: np.ndarray,
+    etime: np.ndarray,
+    enext: np.ndarray,
+    heads: np.ndarray,
+    maxt: np.ndarray,
+    slots: np.ndarray,
+    features: int,
+    feature_hop: np.ndarray,
+    feature_span: np.ndarray,
+    feature_lateness: np.ndarray,
+):
+    """(row in `slots`, j, value id, latest time) of the entries of features j < `features` that
+    `prune` would keep, each (slot, j)'s newest insertion first (for snapshots)."""
+    rows = np.empty(16, np.int64)
+    js = np.empty(16, np.int64)
+    vids = np.empty(16, np.int64)
+    times = np.empty(16, np.int64)
+    n = 0
+    for r in range(len(slots)):
+        slot = slots[r]
+        for j in range(features):
+            hop = feature_hop[j]
+            first = 0
+            if hop > 0:
+                first = (maxt[slot] - feature_lateness[j]) // hop - feature_span[j]
+            e = heads[slot, j]
+            while e != -1:
+                if ekey[e] != DEAD and (hop == 0 or etime[e] // hop >= first):
+                    if n == len(rows):
+                        rows = np.concatenate((rows, np.empty(n, np.int64)))
+                        js = np.concatenate((js, np.empty(n, np.int64)))
+                        vids = np.concatenate((vids, np.empty(n, np.int64)))
+                        times = np.concatenate((times, np.empty(n, np.int64)))
+                    rows[n] = r
+                    js[n] = j
+                    vids[n] = ekey[e] & 0xFFFFFFFF
+                    times[n] = etime[e]
+                    n += 1
+                e = enext[e]
+    return rows[:n].copy(), js[:n].copy(), vids[:n].copy(), times[:n].copy()
+
+
+@numba.njit(cache=True)
+def insert_entries(
+    tkey: np.ndarray,
+    tpos: np.ndarray,
+    ekey: np.ndarray,
+    etime: np.ndarray,
+    enext: np.ndarray,
+    heads: np.ndarray,
+    meta: np.ndarray,
+    slots: np.ndarray,
+    js: np.ndarray,
+    vids: np.ndarray,
+    times: np.ndarray,
+    features: int,
+) -> None:
+    """Insert entries listed as live_entries lists them (into keys that hold none; the caller
+    reserved room), last first, so each (slot, j) lists them in the same order again."""
+    for i in range(len(slots) - 1, -1, -1):
+        key = packed(slots[i], js[i], features, vids[i])
+        insert(tkey, tpos, ekey, etime, enext, heads, meta, slots[i], js[i], key, times[i])

@@ -150,13 +150,13 @@ def serving_states(store: KernelStore, keys: list[Key], slots: list[int]) -> lis
     # Rows are laid out slot by slot, group by group: the rows of group g are those whose
     # position in that order is g. Each group's columns are converted once, over its rows only.
     row_group = np.repeat(np.tile(np.arange(group_count), count), steps.ravel())
-    group_values: list[list[tuple[Any, ...]]] = []
+    group_values: list[tuple[tuple[Any, ...], ...]] = []
     names = store.compiled.view.feature_names
     group_columns = [[names.index(name) for name in group] for group in store.compiled.group_features]
     for g, columns in enumerate(group_columns):
         chosen = np.flatnonzero(row_group == g)
-        group_values.append(rows_of_columns(store, out_int[chosen], out_float[chosen], columns))
-    start_list = starts[:rows].tolist()
+        group_values.append(tuple(rows_of_columns(store, out_int[chosen], out_float[chosen], columns)))
+    start_list = tuple(starts[:rows].tolist())  # (tuples: their slices are the steps' tuples)
     step_counts = steps.tolist()
     maxt = store.maxt[slot_array].tolist()
     seqs = store.seq[slot_array].tolist()
@@ -174,9 +174,7 @@ def serving_states(store: KernelStore, keys: list[Key], slots: list[int]) -> lis
             at = position
             for g, n in enumerate(counts):
                 first = next_row[g]
-                group_steps.append(
-                    GroupSteps(tuple(start_list[at : at + n]), tuple(group_values[g][first : first + n]))
-                )
+                group_steps.append(GroupSteps(start_list[at : at + n], group_values[g][first : first + n]))
                 at += n
             states.append(ServingState(key, maxt[index], seqs[index], tuple(group_steps)))
         for g, n in enumerate(counts):
