@@ -161,14 +161,14 @@ def run_streamfs(
         settings,
         WorkerOptions(until_caught_up=True, serve_metrics=False, **options),
     )
-    clock, process, processed = Clock(), worker.process, [0]
+    clock, process, processed = Clock(), worker.process_runs, [0]
 
-    def timed(records: Any) -> None:
+    def timed(runs: Any) -> None:
         clock.start()
-        processed[0] += len(records)
-        process(records)
+        processed[0] += sum(len(run.offsets) for run in runs)
+        process(runs)
 
-    worker.process = timed  # type: ignore[method-assign]
+    worker.process_runs = timed  # type: ignore[method-assign]
     worker.run()
     return {**clock.result(sum(worker.commit_log.read().values())), "processed": processed[0]}
 

@@ -6,12 +6,14 @@ its sinks have flushed (see streamfs.worker, the commit protocol).
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
-from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple, Protocol
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple, Protocol, cast
 
-from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +49,73 @@ class SourceRecord(NamedTuple):
     offset: int
     value: bytes | None
     timestamp: int | None = None
+
+
+@dataclass(slots=True)
+class PartitionRun:
+    """Records of one partition in offset order, as columns: what the worker's data path takes.
+
+    KafkaReader.consume_runs builds these straight from librdkafka's messages (one list
+    comprehension per field, no Python object per record); `runs_of` groups any hosts' Records.
+    """
+
+    topic: str
+    partition: int
+    offsets: list[int]
+    values: list[bytes | None]
+    timestamps: list[int | None]  # Kafka timestamps, epoch ms (None: the broker gave none)
+
+    def arrivals(self) -> list[int]:
+        """Each record's arrival time in ms: its timestamp, or now where there is none."""
+        if None not in self.timestamps:
+            return self.timestamps  # type: ignore[return-value]  # (no None in it)
+        now = int(time.time() * 1000)
+        return [now if stamp is None else stamp for stamp in self.timestamps]
+
+    def from_index(self, start: int) -> PartitionRun:
+        """The run without its first `start` records."""
+        return PartitionRun(
+            self.topic, self.partition, self.offsets[start:], self.values[start:], self.timestamps[start:]
+        )
+
+
+def runs_of(records: Iterable[Record]) -> list[PartitionRun]:
+    """Records grouped by partition, each partition's in the order given."""
+    runs: dict[TopicPartitionKey, PartitionRun] = {}
+    for record in records:
+        tp = (record.topic, record.partition)
+        run = runs.get(tp)
+        if run is None:
+            run = runs[tp] = PartitionRun(record.topic, record.partition, [], [], [])
+        run.offsets.append(record.offset)
+        run.values.append(record.value)
+        run.timestamps.append(record.timestamp)
+    return list(runs.values())
+
+
+def _runs_of_messages(messages: list[Message]) -> list[PartitionRun]:
+    """Data messages grouped by partition: columns first (C-level calls), then slices of them."""
+    # (topic, partition and offset are set on data messages: the casts only tell mypy so)
+    topics = cast(list[str], [m.topic() for m in messages])
+    partitions = cast(list[int], [m.partition() for m in messages])
+    offsets = cast(list[int], [m.offset() for m in messages])
+    values = [m.value() for m in messages]
+    stamps = [m.timestamp() for m in messages]
+    timestamps = [None if kind == 0 or stamp < 0 else stamp for kind, stamp in stamps]  # 0: NOT_AVAILABLE
+    tps = list(zip(topics, partitions, strict=True))
+    edges = [0, *(i for i in range(1, len(tps)) if tps[i] != tps[i - 1]), len(tps)]
+    runs: dict[TopicPartitionKey, PartitionRun] = {}
+    for begin, end in itertools.pairwise(edges):
+        tp = tps[begin]
+        piece = PartitionRun(tp[0], tp[1], offsets[begin:end], values[begin:end], timestamps[begin:end])
+        run = runs.get(tp)
+        if run is None:
+            runs[tp] = piece
+        else:  # the partition again, later in the batch
+            run.offsets += piece.offsets
+            run.values += piece.values
+            run.timestamps += piece.timestamps
+    return list(runs.values())
 
 
 class KafkaReader:
@@ -88,30 +157,22 @@ class KafkaReader:
         self._on_lost(keys)
         self.assignment.difference_update(keys)
 
-    def consume(self, max_messages: int, timeout: float) -> list[SourceRecord]:
-        """Up to `max_messages` data records; transient errors are logged, fatal ones raise."""
+    def consume(self, max_messages: int, timeout: float) -> tuple[int, list[PartitionRun]]:
+        """Up to `max_messages` data records, grouped by partition, and how many there are;
+        transient errors are logged, fatal ones raise."""
         messages = self._consumer.consume(num_messages=max_messages, timeout=timeout)
-        good = []
-        for message in messages:
-            error = message.error()
-            if error is None:
-                kind, stamp = message.timestamp()
-                good.append(
-                    SourceRecord(
-                        message.topic(),  # type: ignore[arg-type]  # set on data messages
-                        message.partition(),  # type: ignore[arg-type]
-                        message.offset(),  # type: ignore[arg-type]
-                        message.value(),
-                        None if kind == 0 or stamp is None or stamp < 0 else stamp,  # NOT_AVAILABLE
-                    )
-                )
-            elif error.code() == KafkaError._PARTITION_EOF:
-                continue
-            elif error.fatal():
-                raise KafkaException(error)
-            else:
+        if not messages:
+            return 0, []
+        errors = [message.error() for message in messages]
+        if any(error is not None for error in errors):
+            messages = [m for m, error in zip(messages, errors, strict=True) if error is None]
+            for error in errors:
+                if error is None or error.code() == KafkaError._PARTITION_EOF:
+                    continue
+                if error.fatal():
+                    raise KafkaException(error)
                 log.warning("consumer error (librdkafka retries): %s", error)
-        return good
+        return len(messages), _runs_of_messages(messages)
 
     def committed(
         self, partitions: Sequence[TopicPartitionKey], timeout: float = 30.0
@@ -152,9 +213,3 @@ class KafkaReader:
             self._consumer.close()
         except (KafkaException, RuntimeError) as exc:
             log.warning("closing the consumer: %s", exc)
-
-
-def arrival_ms(record: Record) -> int:
-    """The record's Kafka timestamp in ms, or now if the broker gave none."""
-    stamp = record.timestamp
-    return int(time.time() * 1000) if stamp is None else int(stamp)

@@ -33,7 +33,7 @@ from streamfs.offline.scan import events_from_table
 from streamfs.pyvalues import python_values
 from streamfs.records import TOO_LATE, Position, Rejected, SourceEvent
 from streamfs.registry import Pipeline
-from streamfs.sources import Record, arrival_ms
+from streamfs.sources import PartitionRun, Record, runs_of
 from streamfs.worker.online_sync import OnlineSync
 from streamfs.worker.partitions import PartitionTable
 
@@ -65,63 +65,45 @@ class DataPath:
         self.metrics = metrics
 
     def process(self, records: Sequence[Record]) -> None:
-        """Decode and aggregate records of owned partitions; output waits for the commit protocol.
+        """Decode and aggregate records of owned partitions (hosts' records: see process_runs)."""
+        self.process_runs(runs_of(records))
 
-        Records of partitions not owned are ignored (late records of a revoked partition), and so
-        are records below a partition's position: they were processed already, and a broker only
-        sends them again after an offset reset (e.g. a restarted in-memory broker whose topic was
-        re-created); they are counted in streamfs_records_skipped and logged once per partition.
-        """
-        positions = self.table.positions
-        runs: dict[tuple[str, int], list[Record]] = {}
-        for record in records:
-            tp = (record.topic, record.partition)
-            position = positions.get(tp)
-            if position is None:
-                continue  # a late record of a partition revoked during this consume call
-            if record.offset < position:
-                self.table.skipped_below(tp, record.offset, position)
-                continue
-            run = runs.get(tp)
-            if run is None:
-                run = runs[tp] = []
-            run.append(record)
-            positions[tp] = record.offset + 1
-        for (topic, partition), run in runs.items():
-            if not self._process_columns(topic, partition, run):
-                self._process_events(topic, run)
+    def process_runs(self, runs: Sequence[PartitionRun]) -> None:
+        """Decode and aggregate runs of owned partitions; output waits for the commit protocol.
+        Records of partitions not owned, or below a partition's position, are dropped
+        (PartitionTable.admit says why)."""
+        for run in runs:
+            admitted = self.table.admit(run)
+            if admitted is not None and not self._process_columns(admitted):
+                self._process_events(admitted)
 
-    def _process_events(self, topic: str, records: list[Record]) -> None:
+    def _process_events(self, run: PartitionRun) -> None:
         """The per-event path: each record decoded and validated on its own."""
+        topic, partition = run.topic, run.partition
         decoder = self.decoders[topic]
         events: list[SourceEvent] = []
         rejected: list[Rejected] = []
-        for record in records:
-            decoded = decoder.decode(
-                record.value,
-                arrival_time=arrival_ms(record),
-                position=Position(topic, record.partition, record.offset),
-            )
+        for offset, value, arrival in zip(run.offsets, run.values, run.arrivals(), strict=True):
+            decoded = decoder.decode(value, arrival_time=arrival, position=Position(topic, partition, offset))
             if isinstance(decoded, Rejected):
                 rejected.append(decoded)
             else:
                 events.append(decoded)
         self._aggregate(topic, events, rejected)
 
-    def _process_columns(self, topic: str, partition: int, records: list[Record]) -> bool:
+    def _process_columns(self, run: PartitionRun) -> bool:
         """The columnar path; False (nothing done) when the batch must take the per-event path."""
+        topic, partition = run.topic, run.partition
         decoder = self.batch_decoders.get(topic)
         if decoder is None:
             return False
-        arrivals = [arrival_ms(record) for record in records]
-        table = decoder.decode(
-            topic, partition, [r.offset for r in records], [r.value for r in records], arrivals
-        )
+        arrivals = run.arrivals()
+        table = decoder.decode(topic, partition, run.offsets, run.values, arrivals)
         if table is None:
             return False
         metrics = self.metrics
         source = self.pipeline.source(topic)
-        metrics.consumed.labels(topic).inc(len(records))
+        metrics.consumed.labels(topic).inc(len(run.offsets))
         self.offline.add_event_table(source, topic, partition, table)
         rejected: list[Rejected] = []
         events: list[SourceEvent] | None = None
@@ -130,8 +112,8 @@ class DataPath:
             if result is None:  # the row path for this view (no kernel, a transform, ...)
                 if events is None:
                     events = events_from_table(table, source)
-                    for event, record in zip(events, records, strict=True):
-                        event.raw = record.value
+                    for event, value in zip(events, run.values, strict=True):
+                        event.raw = value
                 rejected.extend(self._run_view(engine, events))
                 continue
             rows = result.rows
@@ -141,7 +123,7 @@ class DataPath:
                 self.online.processed(engine.name, newest)
             metrics.accepted.labels(engine.name).inc(rows.num_rows)
             if len(result.rejected):
-                rejected.extend(self._too_late(engine, table, records, arrivals, result))
+                rejected.extend(self._too_late(engine, table, run, arrivals, result))
         self._hand_over(topic, rejected, arrivals)
         return True
 
@@ -159,7 +141,7 @@ class DataPath:
 
     @staticmethod
     def _too_late(
-        engine: ViewEngine, table: pa.Table, records: list[Record], arrivals: list[int], result: TableResult
+        engine: ViewEngine, table: pa.Table, run: PartitionRun, arrivals: list[int], result: TableResult
     ) -> list[Rejected]:
         """The TOO_LATE rejections of process_table's rejected rows (as ViewEngine.process gives them)."""
         chosen = table.take(pa.array(result.rejected))
@@ -171,13 +153,12 @@ class DataPath:
         for index, key, time, newest in zip(
             result.rejected.tolist(), keys, times, result.newest.tolist(), strict=True
         ):
-            record = records[index]
             out.append(
                 Rejected(
                     TOO_LATE,
                     engine.too_late_detail(key, time, newest),
-                    Position(record.topic, record.partition, record.offset),
-                    record.value,
+                    Position(run.topic, run.partition, run.offsets[index]),
+                    run.values[index],
                     engine.name,
                     arrivals[index],
                 )

@@ -23,7 +23,7 @@ from streamfs.online import OnlineWriter
 from streamfs.recovery import recover_partition
 from streamfs.registry import Pipeline
 from streamfs.settings import Settings
-from streamfs.sources import KafkaReader, Record, TopicPartitionKey
+from streamfs.sources import KafkaReader, PartitionRun, Record, TopicPartitionKey
 from streamfs.worker.checkpointing import Checkpointer
 from streamfs.worker.commit import Committer
 from streamfs.worker.datapath import DataPath
@@ -155,16 +155,16 @@ class Worker:
     def step(self) -> int:
         """One turn of the loop: consume a batch, process it, write Redis, commit if due."""
         assert self.reader is not None
-        records = self.reader.consume(self.options.batch_size, self.options.poll_timeout_s)
+        count, runs = self.reader.consume(self.options.batch_size, self.options.poll_timeout_s)
         self.metrics.last_progress.set_to_current_time()
-        if records:
-            self.metrics.batch_size.observe(len(records))
-            self.process(records)
-        if self.online.due(backlogged=len(records) >= self.options.batch_size):
+        if count:
+            self.metrics.batch_size.observe(count)
+            self.process_runs(runs)
+        if self.online.due(backlogged=count >= self.options.batch_size):
             self._write_online()
         if time.monotonic() - self._last_commit >= self.options.commit_interval_s:
             self.commit(checkpoint=self.checkpoint_due(), background=self.options.background_checkpoints)
-        return len(records)
+        return count
 
     def checkpoint_due(self) -> bool:
         return self.checkpointer.due()
@@ -193,6 +193,10 @@ class Worker:
     def process(self, records: Sequence[Record]) -> None:
         """Decode and aggregate records of owned partitions (see `assign`); output waits for `flush`."""
         self.data_path.process(records)
+
+    def process_runs(self, runs: Sequence[PartitionRun]) -> None:
+        """`process` for records already grouped by partition (what KafkaReader.consume returns)."""
+        self.data_path.process_runs(runs)
 
     def flush(
         self, *, checkpoint: bool = False, partitions: Sequence[TopicPartitionKey] | None = None

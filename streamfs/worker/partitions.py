@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 from streamfs.checkpoint import CommitLog
 from streamfs.metrics import WorkerMetrics
-from streamfs.sources import TopicPartitionKey
+from streamfs.sources import PartitionRun, TopicPartitionKey
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +63,38 @@ class PartitionTable:
     def moved(self, partitions: Sequence[TopicPartitionKey]) -> dict[TopicPartitionKey, int]:
         """The position of each partition that moved since its last commit: the offsets to commit."""
         return {tp: self.positions[tp] for tp in partitions if self.positions[tp] != self.committed.get(tp)}
+
+    def admit(self, run: PartitionRun) -> PartitionRun | None:
+        """The run's records to process, and the partition's position moved past them; None if
+        nothing is left. Records of a partition not owned are dropped (late records of a
+        revoked partition), and so are records below the position: they were processed already,
+        and a broker only sends them again after an offset reset (e.g. a restarted in-memory
+        broker whose topic was re-created); they are counted and logged (skipped_below)."""
+        tp = (run.topic, run.partition)
+        position = self.positions.get(tp)
+        if position is None or not run.offsets:
+            return None
+        offsets = run.offsets
+        if offsets[0] < position or not all(map(int.__lt__, offsets, offsets[1:])):
+            run = self._above(run, position)
+            if not run.offsets:
+                return None
+        self.positions[tp] = run.offsets[-1] + 1
+        return run
+
+    def _above(self, run: PartitionRun, position: int) -> PartitionRun:
+        """The run's records at or beyond the position, which moves past each one kept."""
+        kept = PartitionRun(run.topic, run.partition, [], [], [])
+        tp = (run.topic, run.partition)
+        for offset, value, stamp in zip(run.offsets, run.values, run.timestamps, strict=True):
+            if offset < position:
+                self.skipped_below(tp, offset, position)
+                continue
+            kept.offsets.append(offset)
+            kept.values.append(value)
+            kept.timestamps.append(stamp)
+            position = offset + 1
+        return kept
 
     def skipped_below(self, tp: TopicPartitionKey, offset: int, position: int) -> None:
         """A record below the position (offsets reset): count it, log once per partition."""
