@@ -208,9 +208,11 @@ class ViewEngine:
 
     def _mark_dirty(self, columns: TableColumns, accepted: np.ndarray) -> None:
         """Mark the keys of a table's accepted rows (the first len(accepted) rows) dirty."""
-        keys, partitions = columns.keys, columns.partitions
-        for index in np.flatnonzero(accepted).tolist():
-            self._dirty.setdefault(partitions[index], set()).add(keys[index])
+        units = columns.units
+        dirty = self._dirty
+        for unit in np.unique(columns.unit_rows[: len(accepted)][accepted]).tolist():
+            partition, key = units[unit]
+            dirty.setdefault(partition, set()).add(key)
 
     def _kernel_answers(
         self, asks: Sequence[tuple[int, Key, int]], out: KernelOutput

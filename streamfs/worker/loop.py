@@ -17,6 +17,7 @@ from streamfs.checkpoint import CheckpointStore, CommitLog
 from streamfs.deadletter import DeadLetterWriter
 from streamfs.engine import Engine
 from streamfs.errors import ServiceError
+from streamfs.gcpacing import batch_pacing
 from streamfs.metrics import HealthServer, WorkerMetrics
 from streamfs.offline import OfflineWriter
 from streamfs.online import OnlineWriter
@@ -125,7 +126,7 @@ class Worker:
             self.settings.group_id,
         )
         try:
-            with stop_signals(self.request_stop):
+            with stop_signals(self.request_stop), batch_pacing(self.options.gc_thresholds):
                 while not self.stop_requested:
                     consumed = self.step()
                     self._quiet_since = None if consumed else (self._quiet_since or time.monotonic())

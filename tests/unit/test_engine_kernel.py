@@ -145,9 +145,10 @@ def assert_same_state(kernel: ViewEngine, python: ViewEngine) -> None:
             assert portable == python.portable_snapshot(partition)
         again = ViewEngine(kernel.view)
         again.restore(json.loads(json.dumps(snapshot)))
-        assert again.portable_snapshot(partition) == portable
-        if kernel.uses_kernel:  # the kernel's own format round-trips exactly
+        if kernel.uses_kernel:  # the kernel's own format round-trips exactly (a Python engine's
+            # portable snapshot may hold expired tiles the kernel drops on load)
             assert again.snapshot(partition) == snapshot
+            assert again.portable_snapshot(partition) == portable
             on_python = ViewEngine(kernel.view, kernel=False)
             on_python.restore(json.loads(json.dumps(snapshot)))
             assert on_python.portable_snapshot(partition) == portable

@@ -11,6 +11,7 @@ the caller takes the row path, which rejects exactly as the worker did.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,8 +30,8 @@ class TableColumns:
     times: np.ndarray
     values: np.ndarray
     ids: np.ndarray
-    keys: list[Key]
-    partitions: list[int]
+    units: list[tuple[int, Key]]  # the table's distinct (partition, key) pairs
+    unit_rows: np.ndarray  # each row's index in units
 
 
 def table_columns(store: KernelStore, table: pa.Table) -> TableColumns | None:
@@ -41,19 +42,12 @@ def table_columns(store: KernelStore, table: pa.Table) -> TableColumns | None:
         return None
     count = table.num_rows
     present = set(table.column_names)
-    key_columns = []
     for name in compiled.key_fields:
         if name not in present or table.column(name).null_count:
             return None
-        key_columns.append(python_values(table.column(name)))
-    keys: list[Key] = (
-        [(value,) for value in key_columns[0]]
-        if len(key_columns) == 1
-        else list(zip(*key_columns, strict=True))
-    )
-    partitions = table.column("partition").to_pylist()
-    slot = store.slot
-    slots = np.fromiter((slot(p, k) for p, k in zip(partitions, keys, strict=True)), np.int64, count)
+    units, unit_rows = _units(table, compiled.key_fields)
+    unit_slots = np.fromiter((store.slot(p, k) for p, k in units), np.int64, len(units))
+    slots = unit_slots[unit_rows] if count else np.zeros(0, np.int64)
     times = np.asarray(table.column("event_time").cast(pa.int64()).to_numpy(), dtype=np.int64)
     values = np.full((count, max(len(compiled.input_fields), 1)), np.nan)
     ids = np.full((count, max(len(layout.id_columns), 1)), -1, np.int64)
@@ -89,4 +83,35 @@ def table_columns(store: KernelStore, table: pa.Table) -> TableColumns | None:
             column_ids = mapping[indices] if len(mapping) else np.zeros(count, np.int64)
             column_ids[nulls] = -1
             ids[:, id_column[input_slot]] = column_ids
-    return TableColumns(slots, times, values, ids, keys, partitions)
+    return TableColumns(slots, times, values, ids, units, unit_rows)
+
+
+def _units(table: pa.Table, key_fields: Sequence[str]) -> tuple[list[tuple[int, Key]], np.ndarray]:
+    """The distinct (partition, key) pairs of the table's rows, and each row's pair. One
+    partition and one key field (a worker's batch) go through Arrow's dictionary encoding: a
+    Python step per distinct key, not per row."""
+    partition_column = table.column("partition")
+    bounds = pc.min_max(partition_column) if table.num_rows else None
+    if len(key_fields) == 1 and bounds is not None and bounds["min"] == bounds["max"]:
+        partition = bounds["min"].as_py()
+        try:
+            encoded = pc.dictionary_encode(table.column(key_fields[0]).combine_chunks())
+        except pa.ArrowNotImplementedError:
+            encoded = None
+        if encoded is not None:
+            keys = python_values(pa.chunked_array([encoded.dictionary]))
+            if len(set(keys)) == len(keys):  # (else two are equal in Python, e.g. 0.0 and -0.0)
+                rows = np.asarray(encoded.indices.to_numpy(zero_copy_only=False), dtype=np.int64)
+                return [(partition, (key,)) for key in keys], rows
+    columns = [python_values(table.column(name)) for name in key_fields]
+    partitions = partition_column.to_pylist()
+    index: dict[tuple[int, Key], int] = {}
+    rows = np.fromiter(
+        (
+            index.setdefault((p, key), len(index))
+            for p, key in zip(partitions, zip(*columns, strict=True), strict=True)
+        ),
+        np.int64,
+        table.num_rows,
+    )
+    return list(index), rows
