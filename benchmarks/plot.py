@@ -41,13 +41,33 @@ class BarChart:
 
 
 BAR_CHARTS = [
-    BarChart("engine", "us_cpu_per_event", "Engine alone: CPU per event (lower is better)", "µs CPU per event",
-             target=1.0, target_label="target 1 µs (1 M events/s)"),
-    BarChart("worker", "events_per_s", "End to end, 1 M payments (higher is better)", "events/s",
-             log=True, target=300_000, target_label="target 300k events/s"),
+    BarChart(
+        "engine",
+        "us_cpu_per_event",
+        "Engine alone: CPU per event (lower is better)",
+        "µs CPU per event",
+        target=1.0,
+        target_label="target 1 µs (1 M events/s)",
+    ),
+    BarChart(
+        "worker",
+        "events_per_s",
+        "End to end, 1 M payments (higher is better)",
+        "events/s",
+        log=True,
+        target=300_000,
+        target_label="target 300k events/s",
+    ),
     BarChart("online", "p50_ms", "Online reads: p50 per call (lower is better)", "ms"),
-    BarChart("training", "seconds", "Point-in-time training set, wall seconds (lower is better)", "s", log=True,
-             target=60, target_label="target 60 s (10M events / 1M labels)"),
+    BarChart(
+        "training",
+        "seconds",
+        "Point-in-time training set, wall seconds (lower is better)",
+        "s",
+        log=True,
+        target=60,
+        target_label="target 60 s (10M events / 1M labels)",
+    ),
 ]
 
 
@@ -77,7 +97,11 @@ def bar_chart(rows: list[dict[str, str]], chart: BarChart) -> Path | None:
         return None
     runs = list(values)
     fig, ax = plt.subplots(figsize=(8, 0.5 * len(runs) + 1.4))
-    bars = ax.barh(runs, [values[r] for r in runs], color=["#d9822b" if "streamfs" in r else "#7a8fa6" for r in runs])
+    bars = ax.barh(
+        runs,
+        [values[r] for r in runs],
+        color=["#d9822b" if r.startswith(("streamfs", "2 streamfs")) else "#7a8fa6" for r in runs],
+    )
     ax.invert_yaxis()
     ax.bar_label(bars, labels=[_number(values[r]) for r in runs], padding=3, fontsize=8)
     ax.margins(x=0.15)
