@@ -53,9 +53,10 @@ class SourceRecord(NamedTuple):
 
 @dataclass(slots=True)
 class PartitionRun:
-    """Records of one partition in offset order, as columns: what the worker's data path takes.
+    """Records of one partition in the order consumed (offset order, unless the broker went
+    back), as columns: what the worker's data path takes.
 
-    KafkaReader.consume_runs builds these straight from librdkafka's messages (one list
+    KafkaReader.consume builds these straight from librdkafka's messages (one list
     comprehension per field, no Python object per record); `runs_of` groups any hosts' Records.
     """
 
@@ -71,12 +72,6 @@ class PartitionRun:
             return self.timestamps  # type: ignore[return-value]  # (no None in it)
         now = int(time.time() * 1000)
         return [now if stamp is None else stamp for stamp in self.timestamps]
-
-    def from_index(self, start: int) -> PartitionRun:
-        """The run without its first `start` records."""
-        return PartitionRun(
-            self.topic, self.partition, self.offsets[start:], self.values[start:], self.timestamps[start:]
-        )
 
 
 def runs_of(records: Iterable[Record]) -> list[PartitionRun]:

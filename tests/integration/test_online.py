@@ -84,11 +84,20 @@ def namespace(redis_prefix: str, redis_client: redis.Redis) -> str:
     return redis_prefix + "sfs"
 
 
-def store(client: redis.Redis, view: FeatureView, stream: list[SourceEvent], namespace: str) -> ViewEngine:
+def store(
+    client: redis.Redis, view: FeatureView, stream: list[SourceEvent], namespace: str, *, persist: bool = True
+) -> ViewEngine:
+    """Write the stream's serving states. With `persist` the entries' Redis expiry is removed:
+    these views' ttls are tens of ms of event time, which the writer turns into a Redis expiry
+    of as many ms of wall time, and a slow machine's reads would find the entries gone (the
+    reader applies the ttl itself, against as_of; the expiry test below checks the PX)."""
     engine = ViewEngine(view)
     engine.process(stream)
     writer = OnlineWriter(client, [engine], namespace=namespace)
     assert writer.write(engine, engine.take_dirty()) == engine.key_count()
+    if persist and view.ttl is not None:
+        for name in client.scan_iter(match=f"{namespace}:*", count=1000):
+            client.persist(name)
     return engine
 
 
@@ -134,15 +143,16 @@ def test_missing_entities_read_as_none(redis_client: redis.Redis, namespace: str
 
 def test_ttl_makes_entities_absent_and_redis_expires_them(redis_client: redis.Redis, namespace: str) -> None:
     view = card_view(ttl=40)
-    store(redis_client, view, STREAM, namespace)
+    store(redis_client, view, STREAM, namespace, persist=False)
+    pttl = redis_client.pttl(entry_key(namespace, "card", "a", "card_activity"))
+    assert 0 < pttl <= 40 + 30  # ttl + the longest window
+    redis_client.persist(entry_key(namespace, "card", "a", "card_activity"))  # (for the reads below)
     client = FeatureClient(redis_client, [view], namespace=namespace)
     assert client.get_features(view, ["a"], as_of=180).rows[0][1] == 0  # windows empty, ttl not passed
     result = client.get_features(view, ["a"], as_of=181)
     assert result.rows == [(None,) * len(view.features)]
     fresh = result.freshness["card_activity"][0]
     assert fresh is not None and fresh.expired
-    pttl = redis_client.pttl(entry_key(namespace, "card", "a", "card_activity"))
-    assert 0 < pttl <= 40 + 30  # ttl + the longest window
 
 
 def test_without_ttl_entries_never_expire(redis_client: redis.Redis, namespace: str) -> None:
