@@ -40,9 +40,9 @@ class Record(Protocol):
 
 
 class SourceRecord(NamedTuple):
-    """A plain :class:`Record`: what KafkaReader.consume returns, and what hosts can build.
-
-    (A named tuple: one is built per consumed message, and a frozen dataclass costs ~1 µs more.)"""
+    """A plain :class:`Record`, for hosts that consume Kafka themselves (KafkaReader.consume
+    returns PartitionRuns instead). A named tuple: a host builds one per message, and a frozen
+    dataclass costs ~1 µs more."""
 
     topic: str
     partition: int

@@ -66,11 +66,7 @@ def restore_states(
     """The partition and key states a snapshot holds; StateError if it is of another definition."""
     if snapshot.get("format") != SNAPSHOT_FORMAT:
         raise StateError(f"snapshot format {snapshot.get('format')!r} is not {SNAPSHOT_FORMAT}")
-    if snapshot.get("view") != name or snapshot.get("fingerprint") != fingerprint:
-        raise StateError(
-            f"snapshot is of view {snapshot.get('view')!r} with a different definition; "
-            f"rebuild the state of {name!r} from the archive (streamfs backfill)"
-        )
+    check_definition(snapshot, name, fingerprint)
     groups = compiled.groups
     states: dict[Key, KeyState] = {}
     for key_list, max_time, seq, buffer, group_snaps in snapshot["keys"]:
@@ -82,22 +78,31 @@ def restore_states(
             aggregator = group.aggregator
             if aggregator is not None:
                 group_state.tiles = {
-                    int(index): aggregator.from_partials([_thaw(p) for p in partials])
+                    int(index): aggregator.from_partials([as_tuples(p) for p in partials])
                     for index, partials in tiles
                 }
             for distinct, latest in zip(group_state.distinct, distincts, strict=True):
-                distinct.latest = {_thaw(v): int(t) for v, t in latest}
+                distinct.latest = {as_tuples(v): int(t) for v, t in latest}
                 for time in distinct.latest.values():
                     tile = group.window.tile(time)
                     distinct.per_tile[tile] = distinct.per_tile.get(tile, 0) + 1
-        states[tuple(_thaw(part) for part in key_list)] = state
+        states[tuple(as_tuples(part) for part in key_list)] = state
     return int(snapshot["partition"]), states
 
 
-def _thaw(value: Any) -> Any:
-    """Lists that went through JSON come back as lists; partials are tuples."""
+def check_definition(snapshot: dict[str, Any], name: str, fingerprint: str) -> None:
+    """StateError unless the snapshot (either format) is of this view's definition."""
+    if snapshot.get("view") != name or snapshot.get("fingerprint") != fingerprint:
+        raise StateError(
+            f"snapshot is of view {snapshot.get('view')!r} with a different definition; "
+            f"rebuild the state of {name!r} from the archive (streamfs backfill)"
+        )
+
+
+def as_tuples(value: Any) -> Any:
+    """Lists that went through JSON come back as lists; keys and partials are tuples."""
     if isinstance(value, list):
-        return tuple(_thaw(v) for v in value)
+        return tuple(as_tuples(v) for v in value)
     return value
 
 

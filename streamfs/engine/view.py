@@ -579,7 +579,7 @@ class ViewEngine:
 
     def _restore_kernel_snapshot(self, snapshot: dict[str, Any]) -> None:
         """Into the kernel's arrays as they were; on the Python engine, through a scratch store."""
-        kernel_snapshot.check(snapshot, self.name, self.fingerprint())
+        snapshots.check_definition(snapshot, self.name, self.fingerprint())
         if self._kernel is not None:
             partition = kernel_snapshot.put(self._kernel, snapshot)
         else:

@@ -136,8 +136,6 @@ def events_from_table(table: pa.Table, source: KafkaSource) -> list[SourceEvent]
     ]
 
 
-
-
 def _overlapping_groups(files: list[layout.DataFile]) -> Iterator[list[layout.DataFile]]:
     """Group one partition's files into runs whose offset ranges overlap (one flush, many dates)."""
     ordered = sorted(files, key=lambda f: (f.first_offset, f.last_offset))

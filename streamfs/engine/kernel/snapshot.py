@@ -28,6 +28,7 @@ from streamfs.engine.kernel import batch
 from streamfs.engine.kernel import distinct as table
 from streamfs.engine.kernel.layout import KernelLayout
 from streamfs.engine.kernel.store import KernelStore
+from streamfs.engine.snapshot import as_tuples
 from streamfs.engine.state import Key
 from streamfs.errors import StateError
 
@@ -95,15 +96,6 @@ def take(store: KernelStore, view: str, fingerprint: str, partition: int) -> dic
     }
 
 
-def check(snapshot: dict[str, Any], name: str, fingerprint: str) -> None:
-    """StateError unless the snapshot is of this view's definition."""
-    if snapshot.get("view") != name or snapshot.get("fingerprint") != fingerprint:
-        raise StateError(
-            f"snapshot is of view {snapshot.get('view')!r} with a different definition; "
-            f"rebuild the state of {name!r} from the archive (streamfs backfill)"
-        )
-
-
 def put(store: KernelStore, snapshot: dict[str, Any]) -> int:
     """Replace the snapshot's partition in `store` with the snapshot's state; return the partition.
 
@@ -114,10 +106,10 @@ def put(store: KernelStore, snapshot: dict[str, Any]) -> int:
             "(another streamfs version); rebuild the state from the archive"
         )
     partition = int(snapshot["partition"])
-    keys: list[Key] = [tuple(_thaw(part) for part in key) for key in snapshot["keys"]]
+    keys: list[Key] = [tuple(as_tuples(part) for part in key) for key in snapshot["keys"]]
     store.drop(partition)
     slots = np.array([store.slot(partition, key) for key in keys], dtype=np.int64)
-    new_ids = np.array([store.value_id(_thaw(value)) for value in snapshot["values"]], dtype=np.int64)
+    new_ids = np.array([store.value_id(as_tuples(value)) for value in snapshot["values"]], dtype=np.int64)
 
     def renumber(ids: np.ndarray) -> np.ndarray:
         """Positions in the snapshot's values to this store's value ids (-1, no value, stays)."""
@@ -172,10 +164,6 @@ def _pack(array: np.ndarray) -> dict[str, Any]:
 def _unpack(packed: dict[str, Any]) -> np.ndarray:
     raw = pa.decompress(base64.b64decode(packed["zstd"]), packed["bytes"], codec="zstd", asbytes=True)
     return np.frombuffer(raw, dtype=np.dtype(packed["dtype"])).reshape(packed["shape"]).copy()
-
-
-def _thaw(value: Any) -> Any:
-    return tuple(_thaw(v) for v in value) if isinstance(value, list) else value
 
 
 @numba.njit(cache=True)
