@@ -7,6 +7,7 @@ boundaries at which they change; a reader picks the step for its read time (exac
 
 from __future__ import annotations
 
+import math
 from typing import Any, NamedTuple
 
 from streamfs.aggregations import GroupAggregator
@@ -192,3 +193,90 @@ def serving_state(compiled: CompiledView, key: Key, state: KeyState) -> ServingS
         exacts = [compiled.exacts(item[2]) for item in state.buffer] if state.buffer else None
         groups = tuple(group_steps(compiled, state, index, exacts) for index in range(count))
     return ServingState(key, max_time, state.seq, groups)
+
+
+class ServingColumns:
+    """The serving states of many keys as columns: what the online writer encodes without
+    building a ServingState (and a GroupSteps per group) for every changed key.
+
+    Key i's group g has counts[i][g] steps: from row group_first[i][g] on of group_starts[g] and
+    group_rows[g] (each group's steps key after key). Keys in `states` are not in the columns:
+    their ServingState (None: no accepted event, or no such key) was built the slow way (the
+    Python engine, or a value the kernel cannot give exactly). `plain[i]`: every value of key
+    i's steps `is_plain`, so the writer can dump them as they are.
+    """
+
+    __slots__ = (
+        "counts",
+        "events",
+        "group_first",
+        "group_rows",
+        "group_starts",
+        "keys",
+        "max_times",
+        "plain",
+        "states",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        keys: list[Key],
+        *,
+        max_times: list[int],
+        events: list[int],
+        counts: list[list[int]],
+        group_first: list[list[int]],
+        group_starts: list[tuple[int, ...]],
+        group_rows: list[tuple[tuple[Any, ...], ...]],
+        plain: list[bool],
+        states: dict[int, ServingState | None],
+    ) -> None:
+        self.keys = keys
+        self.max_times = max_times
+        self.events = events
+        self.counts = counts
+        self.group_first = group_first
+        self.group_starts = group_starts
+        self.group_rows = group_rows
+        self.plain = plain
+        self.states = states
+
+    @classmethod
+    def of_states(cls, keys: list[Key], states: list[ServingState | None]) -> ServingColumns:
+        """Columns that hold no key: every state given as it is (the Python engine's path)."""
+        return cls(keys, max_times=[], events=[], counts=[], group_first=[], group_starts=[],
+                   group_rows=[], plain=[], states=dict(enumerate(states)))  # fmt: skip
+
+    def groups(self, index: int) -> list[tuple[tuple[int, ...], tuple[tuple[Any, ...], ...]]]:
+        """(starts, values) of each group of columnar key `index`."""
+        firsts = self.group_first[index]
+        starts, rows = self.group_starts, self.group_rows
+        out = []
+        for g, n in enumerate(self.counts[index]):
+            first = firsts[g]
+            out.append((starts[g][first : first + n], rows[g][first : first + n]))
+        return out
+
+    def state(self, index: int) -> ServingState | None:
+        """Key `index`'s ServingState."""
+        if index in self.states:
+            return self.states[index]
+        groups = tuple(GroupSteps(starts, values) for starts, values in self.groups(index))
+        return ServingState(self.keys[index], self.max_times[index], self.events[index], groups)
+
+
+_INT64_MIN = -(2**63)
+_UINT64_MAX = 2**64 - 1
+
+
+def is_plain(value: Any) -> bool:
+    """Whether JSON carries `value` exactly (orjson writes NaN as null and rejects ints beyond
+    64 bits): the online store writes such values as they are, others tagged (online/layout.py)."""
+    kind = type(value)
+    if kind is str or value is None or kind is bool:
+        return True
+    if kind is float:
+        return math.isfinite(value)
+    if kind is int:
+        return bool(_INT64_MIN <= value <= _UINT64_MAX)
+    return False

@@ -24,9 +24,9 @@ from streamfs.engine.kernel.columns import TableColumns, table_columns
 from streamfs.engine.kernel.run import Admitted, KernelOutput, first_unrepresentable
 from streamfs.engine.kernel.run import run as kernel_run
 from streamfs.engine.kernel.run import run_columns as kernel_run_columns
-from streamfs.engine.kernel.serving import serving_states as kernel_serving_states
+from streamfs.engine.kernel.serving import serving_columns as kernel_serving_columns
 from streamfs.engine.reads import evaluate_all, row
-from streamfs.engine.serving import ServingState, serving_state
+from streamfs.engine.serving import ServingColumns, ServingState, serving_state
 from streamfs.engine.state import Key, KeyState
 from streamfs.errors import StateError
 from streamfs.records import (
@@ -491,17 +491,20 @@ class ViewEngine:
         return serving_state(self.compiled, key, state)
 
     def serving_states(self, keys: Sequence[Key]) -> list[ServingState | None]:
-        """serving_state of each key, in bulk: on the kernel, read off its arrays in one call
-        (kernel/serving.py) instead of building each key's KeyState."""
+        """serving_state of each key, in bulk (see serving_columns)."""
+        columns = self.serving_columns(keys)
+        return [columns.state(index) for index in range(len(keys))]
+
+    def serving_columns(self, keys: Sequence[Key]) -> ServingColumns:
+        """The serving states of many keys as columns (None for a key without one): on the kernel,
+        read off its arrays in one call (kernel/serving.py) instead of building each key's
+        KeyState; the online writer encodes them without building a ServingState per key."""
         store = self._kernel
+        keys = list(keys)
         if store is None:
-            return [self.serving_state(key) for key in keys]
-        found = [(index, slot) for index, slot in enumerate(map(store.find, keys)) if slot is not None]
-        states: list[ServingState | None] = [None] * len(keys)
-        read = kernel_serving_states(store, [keys[index] for index, _ in found], [slot for _, slot in found])
-        for (index, _), state in zip(found, read, strict=True):
-            states[index] = state
-        return states
+            return ServingColumns.of_states(keys, [self.serving_state(key) for key in keys])
+        slots = [-1 if slot is None else slot for slot in map(store.find, keys)]
+        return kernel_serving_columns(store, keys, slots)
 
     def take_dirty(self, partitions: Iterable[int] | None = None) -> list[Key]:
         """Keys changed since the last call (for the given partitions, or all), then forget them."""

@@ -29,6 +29,7 @@ import orjson
 
 from streamfs.definitions import FeatureView
 from streamfs.engine import ServingState, ViewEngine
+from streamfs.engine.serving import ServingColumns, is_plain
 from streamfs.tagged import freeze, thaw
 
 NAMESPACE = "sfs"
@@ -151,14 +152,32 @@ def encode_entry(state: ServingState, fingerprint: str, written_ms: int) -> byte
         groups.append((steps.starts, rows))
         for row in rows:
             for index, value in enumerate(row):
-                if not _is_plain(value):
+                if not is_plain(value):
                     row[index] = freeze(value)
                     exotic = 1
     return orjson.dumps([fingerprint, state.max_time, state.events, written_ms, exotic, groups])
 
 
+def encode_entries(columns: ServingColumns, fingerprint: str, written_ms: int) -> list[bytes | None]:
+    """encode_entry of each key's state in `columns` (None where it has none), in bulk: a plain
+    columnar key's entry is dumped straight from the columns, byte for byte what encode_entry
+    writes for its ServingState (tests/unit/test_engine_kernel.py checks), without building it."""
+    out: list[bytes | None] = []
+    slow = columns.states
+    plain = columns.plain
+    dumps = orjson.dumps
+    max_times, events, groups = columns.max_times, columns.events, columns.groups
+    for index in range(len(columns.keys)):
+        if index in slow or not plain[index]:
+            state = columns.state(index)
+            out.append(None if state is None else encode_entry(state, fingerprint, written_ms))
+        else:
+            out.append(dumps([fingerprint, max_times[index], events[index], written_ms, 0, groups(index)]))
+    return out
+
+
 def _all_plain(state: ServingState) -> bool:
-    """Whether every step value is `_is_plain` (inlined: this runs for every value written)."""
+    """Whether every step value is `is_plain` (inlined: this runs for every value written)."""
     isfinite = math.isfinite
     for steps in state.groups:
         for row in steps.values:
@@ -173,18 +192,6 @@ def _all_plain(state: ServingState) -> bool:
                 elif not (kind is str or value is None or kind is bool):
                     return False
     return True
-
-
-def _is_plain(value: Any) -> bool:
-    """Whether JSON carries `value` exactly (orjson writes NaN as null and rejects ints beyond 64 bits)."""
-    kind = type(value)
-    if kind is str or value is None or kind is bool:
-        return True
-    if kind is float:
-        return math.isfinite(value)
-    if kind is int:
-        return bool(_INT64_MIN <= value <= _UINT64_MAX)
-    return False
 
 
 def _thaw_groups(groups: list[list[Any]]) -> list[list[Any]]:

@@ -16,7 +16,7 @@ import redis
 
 from streamfs.engine import Key, ViewEngine
 from streamfs.keys import encode_key
-from streamfs.online.layout import NAMESPACE, ViewMeta, encode_entry, key_prefix, key_suffix, views_key
+from streamfs.online.layout import NAMESPACE, ViewMeta, encode_entries, key_prefix, key_suffix, views_key
 
 DEFAULT_CHUNK = 1_000
 
@@ -82,11 +82,11 @@ class OnlineWriter:
         keys = list(keys)
         for begin in range(0, len(keys), self.chunk_size):
             chunk = keys[begin : begin + self.chunk_size]
-            for key, state in zip(chunk, engine.serving_states(chunk), strict=True):
-                if state is None:
+            entries = encode_entries(engine.serving_columns(chunk), fingerprint, written)
+            for key, entry in zip(chunk, entries, strict=True):
+                if entry is None:
                     continue
-                name = prefix + encode_key(key) + suffix
-                pipe.set(name, encode_entry(state, fingerprint, written), px=expire)
+                pipe.set(prefix + encode_key(key) + suffix, entry, px=expire)
                 pending += 1
                 count += 1
             if pending >= self.chunk_size:

@@ -22,6 +22,7 @@ from streamfs.definitions import Aggregate, AggregationName, Entity, FeatureView
 from streamfs.engine import ViewEngine
 from streamfs.engine import view as view_module
 from streamfs.engine.kernel import KernelLayout, store
+from streamfs.online.layout import encode_entries, encode_entry
 from streamfs.records import Position, SourceEvent
 
 KERNEL_FUNCTIONS: list[AggregationName] = [
@@ -156,7 +157,14 @@ def assert_same_state(kernel: ViewEngine, python: ViewEngine) -> None:
             watermark = python.watermark(key)
             assert watermark is not None
             assert again.evaluate(key, watermark + 4) == python.evaluate(key, watermark + 4)
-    for key in python.keys(None):
+    keys = python.keys(None)
+    python_entries = [encode_entry(state, "fp", 5) for state in python.serving_states(keys)]  # type: ignore[arg-type]
+    for engine in (kernel, python):  # the bulk encoder writes what encode_entry writes, byte for byte
+        assert encode_entries(engine.serving_columns([*keys, ("absent",)]), "fp", 5) == [
+            *python_entries,
+            None,
+        ]
+    for key in keys:
         watermark = python.watermark(key)
         assert watermark is not None and kernel.watermark(key) == watermark
         assert kernel.serving_state(key) == python.serving_state(key)

@@ -17,6 +17,7 @@ from streamfs.online.layout import (
     EntryReader,
     Freshness,
     ViewMeta,
+    encode_entries,
     encode_entry,
     entry_key,
     key_prefix,
@@ -24,6 +25,7 @@ from streamfs.online.layout import (
     short_fingerprint,
     views_key,
 )
+from streamfs.records import Position, SourceEvent
 
 
 class Ev(BaseModel):
@@ -126,3 +128,47 @@ def test_reader_treats_an_entry_of_another_definition_as_absent() -> None:
     meta = ViewMeta("v", "e", ("k",), ("a",), (("a",),), None, None, "new")
     entry = orjson.dumps(["old", 7, 3, 1000, 0, [[[7], [[1]]]]])
     assert EntryReader(meta, ["a"]).read([entry], 7) == ([(None,)], [None])
+
+
+class Stamped(BaseModel):
+    k: str
+    x: float | None = None
+    at: datetime | None = None
+    ts: int
+
+
+def test_bulk_encoding_of_kernel_columns_tags_values_json_cannot_carry() -> None:
+    """The writer's bulk path dumps a key's steps as they are only where JSON carries every value:
+    a key whose `last` is a datetime (an interned value on the kernel) is tagged like encode_entry
+    does, the others are dumped straight from the columns, and both equal encode_entry's bytes."""
+    source = KafkaSource("src", topic="t", schema=Stamped, timestamp_field="ts")
+    view = FeatureView(
+        "v",
+        entity=Entity("e", join_keys=["k"]),
+        source=source,
+        features=[
+            Aggregate("x", "sum", window=10, hop=5, name="s10"),
+            Aggregate("at", "last", name="last_at"),
+            Aggregate("x", "last", window=10, hop=5, name="last_x"),
+        ],
+    )
+    engine = ViewEngine(view)
+    assert engine.uses_kernel, engine.kernel_refusal
+    stamp = datetime(2024, 5, 1, 12, 30, tzinfo=UTC)
+    events = [
+        SourceEvent({"k": "plain", "x": 1.5, "at": None, "ts": 1}, 1, 1, Position("t", 0, 0)),
+        SourceEvent({"k": "dated", "x": 2.0, "at": stamp, "ts": 2}, 2, 2, Position("t", 0, 1)),
+        SourceEvent({"k": "plain", "x": 0.25, "at": None, "ts": 7}, 7, 3, Position("t", 0, 2)),
+    ]
+    engine.process(events)
+    keys = [("plain",), ("dated",), ("nobody",)]
+    columns = engine.serving_columns(keys)
+    assert columns.plain[:2] == [True, False] and 0 not in columns.states
+    meta = ViewMeta.from_engine(engine)
+    entries = encode_entries(columns, meta.fingerprint, 9)
+    states = engine.serving_states(keys)
+    expected = [encode_entry(state, meta.fingerprint, 9) for state in states[:2]]  # type: ignore[arg-type]
+    assert entries == [*expected, None]
+    assert orjson.loads(entries[1])[4] == 1  # tagged
+    values, _ = EntryReader(meta, ["last_at", "s10"]).read([entries[1]], 3)
+    assert values == [[stamp, 2.0]]
