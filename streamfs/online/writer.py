@@ -76,25 +76,60 @@ class OnlineWriter:
         fingerprint = meta.fingerprint
         expire = meta.expire_ms
         written = self.clock()
-        pipe = self.client.pipeline(transaction=False)
-        pending = 0
         count = 0
         keys = list(keys)
         for begin in range(0, len(keys), self.chunk_size):
             chunk = keys[begin : begin + self.chunk_size]
             entries = encode_entries(engine.serving_columns(chunk), fingerprint, written)
-            for key, entry in zip(chunk, entries, strict=True):
-                if entry is None:
-                    continue
-                pipe.set(prefix + encode_key(key) + suffix, entry, px=expire)
-                pending += 1
-                count += 1
-            if pending >= self.chunk_size:
-                pipe.execute()
-                pending = 0
-        if pending:
-            pipe.execute()
+            names = [
+                prefix + encode_key(key) + suffix for key, entry in zip(chunk, entries, strict=True) if entry
+            ]
+            values = [entry for entry in entries if entry]
+            self._set_all(names, values, expire)
+            count += len(names)
         return count
+
+    def _set_all(self, names: list[str], values: list[bytes], expire: int | None) -> None:
+        """SET names[i] to values[i] (PX expire), pipelined, replies checked.
+
+        On a plain redis.Redis the commands are packed here and sent on one pooled connection:
+        redis-py's pipeline spent ~5 µs per SET building, packing and parsing it (more than
+        the entry's JSON), this ~2 µs. Other clients (a RedisCluster routes by slot) use
+        their pipeline.
+        """
+        if not names:
+            return
+        client = self.client
+        if not isinstance(client, redis.Redis):
+            pipe = client.pipeline(transaction=False)
+            for name, value in zip(names, values, strict=True):
+                pipe.set(name, value, px=expire)
+            pipe.execute()
+            return
+        if expire is None:
+            head, tail = b"*3\r\n$3\r\nSET\r\n", b""
+        else:
+            px = str(expire).encode()
+            head, tail = b"*5\r\n$3\r\nSET\r\n", b"$2\r\nPX\r\n$%d\r\n%b\r\n" % (len(px), px)
+        commands = []
+        for name, value in zip(names, values, strict=True):
+            raw = name.encode()
+            commands.append(
+                b"%b$%d\r\n%b\r\n$%d\r\n%b\r\n%b" % (head, len(raw), raw, len(value), value, tail)
+            )
+        pool = client.connection_pool
+        connection = pool.get_connection()
+        try:
+            connection.send_packed_command([b"".join(commands)])  # type: ignore[no-untyped-call]
+            for _ in commands:
+                reply = connection.read_response()  # raises an error reply
+                if reply != b"OK" and reply != "OK":
+                    raise redis.ResponseError(f"unexpected reply to SET: {reply!r}")
+        except BaseException:
+            connection.disconnect()  # type: ignore[no-untyped-call]  # (replies may be left unread)
+            raise
+        finally:
+            pool.release(connection)
 
     def flush(self) -> None:
         """Nothing to do: `write` sends everything before it returns."""

@@ -23,7 +23,7 @@ from streamfs.definitions import AGGREGATIONS, Aggregate, AggregationName, Entit
 from streamfs.engine import ViewEngine
 from streamfs.keys import encode_key
 from streamfs.online import FeatureClient, OnlineWriter, UnknownFeatureError
-from streamfs.online.layout import entry_key
+from streamfs.online.layout import ViewMeta, entry_key
 from streamfs.records import Position, SourceEvent
 
 
@@ -288,6 +288,36 @@ def test_connection_errors_propagate_to_the_worker() -> None:
         OnlineWriter(dead, [engine]).write(engine, engine.take_dirty())
     with pytest.raises(redis.ConnectionError):
         FeatureClient(dead, [view]).get_features(view, ["a"])
+
+
+def test_an_error_reply_fails_the_write_and_leaves_no_reply_unread(
+    redis_client: redis.Redis, namespace: str
+) -> None:
+    """The writer packs its SETs itself: an error reply (Redis out of memory) must fail the
+    write loudly (the worker then commits nothing), and the pooled connection must not hand the
+    unread replies of that write to the next command."""
+    view = card_view(ttl=10_000)
+    engine = ViewEngine(view)
+    engine.process(STREAM)
+    writer = OnlineWriter(redis_client, [engine], namespace=namespace)
+    writer.register()
+    saved = redis_client.config_get("maxmemory*")
+    redis_client.config_set("maxmemory-policy", "noeviction")
+    redis_client.config_set("maxmemory", 1)
+    try:
+        with pytest.raises(redis.ResponseError, match="maxmemory"):
+            writer.write(engine, engine.keys())
+    finally:
+        redis_client.config_set("maxmemory", saved["maxmemory"])
+        redis_client.config_set("maxmemory-policy", saved["maxmemory-policy"])
+    assert redis_client.ping() is True
+    assert redis_client.get(f"{namespace}:no-such-key") is None
+    assert writer.write(engine, engine.keys()) == 2
+    name = entry_key(namespace, "card", "a", "card_activity")
+    expire = ViewMeta.from_engine(engine).expire_ms
+    assert expire is not None and expire - 1_000 < redis_client.pttl(name) <= expire  # the PX
+    read = FeatureClient(redis_client, [view], namespace=namespace).get_features(view, ["a", "b"], as_of=140)
+    assert read.to_dicts() == [engine.serve(("a",), 140), engine.serve(("b",), 140)]
 
 
 def free_port() -> int:
