@@ -8,7 +8,8 @@ tiles, the window at boundary b_k = (max_time // H + k)·H differs from the one 
 only if the tile leaving between them (max_time // H + k - L/H) holds something, so it reads
 the window at max_time and at those boundaries, and keeps a step where the values change:
 the same starts and values as the backward sweep of engine/serving.py, which is the definition
-(tests/unit/test_engine_kernel.py compares the two).
+(tests/unit/test_engine_kernel.py compares the two). The result is columns (ServingColumns):
+the online writer encodes them without a ServingState per key.
 """
 
 from __future__ import annotations
