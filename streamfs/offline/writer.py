@@ -162,35 +162,40 @@ class OfflineWriter:
         and only if it yields True (the worker's ownership fence); the others' buffers are
         dropped, and their topic-partitions returned.
         """
-        fenced: list[tuple[str, int]] = []
-        row_groups = set(self._rows) | set(self._row_tables)
-        event_groups = set(self._events) | set(self._event_tables)
-        partitions = sorted({(g[1], g[2]) for g in row_groups} | {(g[1], g[2]) for g in event_groups})
-        for tp in partitions:
-            with nullcontext(True) if guard is None else guard(tp) as allowed:
-                if not allowed:
-                    fenced.append(tp)
-                    continue
-                for view, topic, partition in sorted(g for g in row_groups if (g[1], g[2]) == tp):
-                    tables = list(self._row_tables.get((view, topic, partition), ()))
-                    rows = self._rows.get((view, topic, partition))
-                    if rows:
-                        tables.append(self._feature_table(view, topic, partition, rows))
-                    table = _in_offset_order(tables)
-                    _write_by_day(table, layout.features_dir(self.root, view), partition)
-                for source, topic, partition in sorted(g for g in event_groups if (g[1], g[2]) == tp):
-                    tables = list(self._event_tables.get((source, topic, partition), ()))
-                    events = self._events.get((source, topic, partition))
-                    if events:
-                        tables.append(self._archive_table(self._sources[source], topic, partition, events))
-                    table = _in_offset_order(tables)
-                    _write_by_day(table, layout.archive_dir(self.root, source), partition)
-        self._rows.clear()
-        self._events.clear()
-        self._row_tables.clear()
-        self._event_tables.clear()
+        sealed = self.seal()
+        try:
+            return sealed.write(guard)
+        except BaseException:
+            self.put_back(sealed)
+            raise
+
+    def seal(self) -> SealedOutput:
+        """Take every buffered row and event out, to be written by `SealedOutput.write`: the
+        worker writes them on a thread while it goes on buffering (its commit waits for them)."""
+        sealed = SealedOutput(self, self._rows, self._events, self._row_tables, self._event_tables)
+        self._rows, self._events, self._row_tables, self._event_tables = {}, {}, {}, {}
         self.pending_rows = self.pending_events = 0
-        return fenced
+        return sealed
+
+    def put_back(self, sealed: SealedOutput) -> None:
+        """Return a sealed batch's buffers (it failed), ahead of anything buffered since."""
+        for mine, theirs in (
+            (self._rows, sealed.rows),
+            (self._events, sealed.events),
+            (self._row_tables, sealed.row_tables),
+            (self._event_tables, sealed.event_tables),
+        ):
+            for group, items in theirs.items():
+                mine[group] = [*items, *mine.get(group, [])]
+        self._recount()
+
+    def _recount(self) -> None:
+        self.pending_rows = sum(len(rows) for rows in self._rows.values()) + sum(
+            table.num_rows for tables in self._row_tables.values() for table in tables
+        )
+        self.pending_events = sum(len(events) for events in self._events.values()) + sum(
+            table.num_rows for tables in self._event_tables.values() for table in tables
+        )
 
     def _feature_table(self, view_name: str, topic: str, partition: int, rows: list[FeatureRow]) -> pa.Table:
         view = self.views[view_name]
@@ -239,12 +244,7 @@ class OfflineWriter:
         for tables in (self._row_tables, self._event_tables):
             for group in [g for g in tables if g[1] == topic and g[2] == partition]:
                 dropped += sum(table.num_rows for table in tables.pop(group))
-        self.pending_rows = sum(len(rows) for rows in self._rows.values()) + sum(
-            table.num_rows for tables in self._row_tables.values() for table in tables
-        )
-        self.pending_events = sum(len(events) for events in self._events.values()) + sum(
-            table.num_rows for tables in self._event_tables.values() for table in tables
-        )
+        self._recount()
         return dropped
 
     def truncate(self, topic: str, partition: int, committed_offset: int) -> int:
@@ -265,6 +265,52 @@ class OfflineWriter:
             if source.topic == topic
         ]
         return truncate_files(directories, partition, committed_offset)
+
+
+class SealedOutput:
+    """Rows and events taken out of an OfflineWriter's buffers, to be written once (`write`)."""
+
+    def __init__(
+        self,
+        writer: OfflineWriter,
+        rows: dict[tuple[str, str, int], list[FeatureRow]],
+        events: dict[tuple[str, str, int], list[SourceEvent]],
+        row_tables: dict[tuple[str, str, int], list[pa.Table]],
+        event_tables: dict[tuple[str, str, int], list[pa.Table]],
+    ) -> None:
+        self.writer = writer
+        self.rows, self.events, self.row_tables, self.event_tables = rows, events, row_tables, event_tables
+
+    def write(self, guard: PartitionGuard | None = None) -> list[tuple[str, int]]:
+        """Write them, durable on return (OfflineWriter.flush says what `guard` does); return
+        the topic-partitions the guard refused."""
+        writer = self.writer
+        fenced: list[tuple[str, int]] = []
+        row_groups = set(self.rows) | set(self.row_tables)
+        event_groups = set(self.events) | set(self.event_tables)
+        partitions = sorted({(g[1], g[2]) for g in row_groups} | {(g[1], g[2]) for g in event_groups})
+        for tp in partitions:
+            with nullcontext(True) if guard is None else guard(tp) as allowed:
+                if not allowed:
+                    fenced.append(tp)
+                    continue
+                for view, topic, partition in sorted(g for g in row_groups if (g[1], g[2]) == tp):
+                    tables = list(self.row_tables.get((view, topic, partition), ()))
+                    rows = self.rows.get((view, topic, partition))
+                    if rows:
+                        tables.append(writer._feature_table(view, topic, partition, rows))
+                    table = _in_offset_order(tables)
+                    _write_by_day(table, layout.features_dir(writer.root, view), partition)
+                for source, topic, partition in sorted(g for g in event_groups if (g[1], g[2]) == tp):
+                    tables = list(self.event_tables.get((source, topic, partition), ()))
+                    events = self.events.get((source, topic, partition))
+                    if events:
+                        tables.append(
+                            writer._archive_table(writer._sources[source], topic, partition, events)
+                        )
+                    table = _in_offset_order(tables)
+                    _write_by_day(table, layout.archive_dir(writer.root, source), partition)
+        return fenced
 
 
 def truncate_files(directories: Iterable[Path], partition: int, committed_offset: int) -> int:

@@ -135,6 +135,7 @@ class Worker:
                         break
             committed = self.commit(checkpoint=True)
         finally:
+            self.committer.close()
             self.reader.close()
             self.checkpointer.reap(block=True)
             self.dead_letters.flush()
@@ -156,6 +157,8 @@ class Worker:
     def step(self) -> int:
         """One turn of the loop: consume a batch, process it, write Redis, commit if due."""
         assert self.reader is not None
+        if self.committer.finish(self.reader, block=False) is not None:  # a background write is durable
+            self.partitions.update_lag()
         count, runs = self.reader.consume(self.options.batch_size, self.options.poll_timeout_s)
         self.metrics.last_progress.set_to_current_time()
         if count:
@@ -164,7 +167,10 @@ class Worker:
         if self.online.due(backlogged=count >= self.options.batch_size):
             self._write_online()
         if time.monotonic() - self._last_commit >= self.options.commit_interval_s:
-            self.commit(checkpoint=self.checkpoint_due(), background=self.options.background_checkpoints)
+            if self.options.background_parquet:
+                self.commit_in_background()
+            else:
+                self.commit(checkpoint=self.checkpoint_due(), background=self.options.background_checkpoints)
         return count
 
     def checkpoint_due(self) -> bool:
@@ -220,12 +226,23 @@ class Worker:
 
         `background`: a checkpoint is written by a child process (periodic ones, see checkpointing).
         """
+        self.committer.finish(self.reader, block=True)  # (its offsets first, in order)
         flushed = self.committer.flush(checkpoint=checkpoint, partitions=partitions, background=background)
         done = self.commit_offsets(flushed)
         self._last_commit = time.monotonic()
         if self.reader is not None:
             self.partitions.update_lag()
         return done
+
+    def commit_in_background(self) -> None:
+        """A periodic commit with its Parquet files written on the writer thread: Redis and the
+        checkpoint now, the offsets at a later step once the files are durable (Committer)."""
+        if self.committer.finish(self.reader, block=True) is not None:
+            self.partitions.update_lag()
+        self.committer.flush_in_background(
+            checkpoint=self.checkpoint_due(), background=self.options.background_checkpoints
+        )
+        self._last_commit = time.monotonic()
 
     def _write_online(self) -> None:
         self.online.write(
@@ -257,6 +274,9 @@ class Worker:
     def _on_assign(self, partitions: list[TopicPartitionKey]) -> dict[TopicPartitionKey, int]:
         """KafkaReader's callback: recover each new partition at its resume offset; return the offsets."""
         assert self.reader is not None
+        # A background Parquet write still running may hold rows of a partition lost and now
+        # given back: let it end (fenced or not) before this claim and truncation.
+        self.committer.finish(self.reader, block=True)
         try:
             committed = self.reader.committed(partitions)
         except KafkaException as exc:
@@ -320,6 +340,7 @@ class Worker:
     def _on_lost(self, partitions: list[TopicPartitionKey]) -> None:
         log.warning("partitions lost without revoke: %s", partitions)
         self._forget(partitions)
+        self.committer.finish(self.reader, block=True)  # (commits only partitions still owned)
 
     def _fenced(self, partitions: list[TopicPartitionKey]) -> None:
         log.warning(

@@ -40,6 +40,10 @@ class WorkerOptions:
     background_checkpoints: bool = True
     """Write periodic checkpoints in a forked child process (Linux), off the loop; revoke and
     shutdown checkpoints are always written in the loop. See streamfs.worker.checkpointing."""
+    background_parquet: bool = True
+    """Write the Parquet files of periodic commits on a thread while the loop goes on; their
+    offsets are committed once the files are durable (streamfs.worker.commit). Revoke and
+    shutdown commits write in the loop."""
     gc_thresholds: tuple[int, int, int] | None = BATCH_THRESHOLDS
     """CPython's cyclic GC thresholds while the loop runs (None: Python's own, 700/10/10): at
     700 the collector took 16 % of the worker's time (streamfs.gcpacing says why and what)."""

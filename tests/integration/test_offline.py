@@ -258,3 +258,48 @@ def test_failed_write_leaves_no_temporary_file(tmp_path: Path, monkeypatch: pyte
         writer.flush()
     assert writer.pending == 3  # kept: the worker must not commit, and may retry
     assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
+
+
+def test_a_failed_sealed_write_is_put_back_ahead_of_newer_rows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker writes sealed buffers on a thread while it buffers more; when such a write
+    fails, its rows go back ahead of the newer ones and the next flush writes both: the files
+    equal those of one flush of everything, in offset order."""
+    from streamfs.offline import writer as writer_module
+
+    first, later = orders(0, 0, 6), orders(0, 6, 5)
+    engine = ViewEngine(VIEW)
+    first_rows, later_rows = engine.process(first).rows, engine.process(later).rows
+    writer = OfflineWriter(tmp_path / "async", [VIEW])
+    writer.add_events(SOURCE, first)
+    writer.add_rows(first_rows)
+    sealed = writer.seal()
+    assert writer.pending == 0
+    writer.add_events(SOURCE, later)  # buffered while the sealed batch is being written
+    writer.add_rows(later_rows)
+
+    def broken(*args: object) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(writer_module, "_write_by_day", broken)
+    with pytest.raises(OSError, match="disk full"):
+        sealed.write()
+    monkeypatch.undo()
+    writer.put_back(sealed)
+    assert writer.pending == len(first) + len(later) + len(first_rows) + len(later_rows)
+    assert writer.flush() == []
+
+    straight = OfflineWriter(tmp_path / "straight", [VIEW])
+    straight.add_events(SOURCE, first + later)
+    straight.add_rows(first_rows + later_rows)
+    straight.flush()
+    for scan in (
+        lambda root: scan_archive(root, SOURCE, partition=0),
+        lambda root: scan_features(root, VIEW),
+    ):
+        got, want = scan(tmp_path / "async").sort_by("offset"), scan(tmp_path / "straight").sort_by("offset")
+        assert got.column("offset").to_pylist() == list(range(len(first) + len(later)))
+        assert got.drop_columns(["_version"] if "_version" in got.column_names else []).equals(
+            want.drop_columns(["_version"] if "_version" in want.column_names else [])
+        )
