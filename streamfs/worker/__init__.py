@@ -29,6 +29,11 @@ offsets advance:
   5. The offsets are committed to Kafka, synchronously, then recorded in the worker's commit
      log (CommitLog). A refused commit is retried at the next one; the output stays flushed.
 
+Periodic commits write step 2 on a thread (WorkerOptions.background_parquet): the buffers are
+sealed at the commit, written while the loop goes on, and step 5 for those offsets happens at
+the first step after the files are durable (Committer.flush_in_background / finish); every
+other commit waits for that write first.
+
 A crash anywhere before 5 replays from the previous commit, and replaying changes nothing:
 Redis writes are whole-value overwrites of deterministic state, Parquet files of offsets that
 were never committed are deleted when the partition is assigned again (OfflineWriter.truncate),
