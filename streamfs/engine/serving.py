@@ -265,8 +265,8 @@ class ServingColumns:
         return ServingState(self.keys[index], self.max_times[index], self.events[index], groups)
 
 
-_INT64_MIN = -(2**63)
-_UINT64_MAX = 2**64 - 1
+INT64_MIN = -(2**63)
+UINT64_MAX = 2**64 - 1  # (orjson writes ints in [INT64_MIN, UINT64_MAX])
 
 
 def is_plain(value: Any) -> bool:
@@ -278,5 +278,5 @@ def is_plain(value: Any) -> bool:
     if kind is float:
         return math.isfinite(value)
     if kind is int:
-        return bool(_INT64_MIN <= value <= _UINT64_MAX)
+        return bool(INT64_MIN <= value <= UINT64_MAX)
     return False

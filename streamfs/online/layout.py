@@ -29,13 +29,11 @@ import orjson
 
 from streamfs.definitions import FeatureView
 from streamfs.engine import ServingState, ViewEngine
-from streamfs.engine.serving import ServingColumns, is_plain
+from streamfs.engine.serving import INT64_MIN, UINT64_MAX, ServingColumns, is_plain
 from streamfs.tagged import freeze, thaw
 
 NAMESPACE = "sfs"
 META_FORMAT = 1
-_INT64_MIN = -(2**63)
-_UINT64_MAX = 2**64 - 1
 
 
 # --------------------------------------------------------------------------- key names
@@ -187,7 +185,7 @@ def _all_plain(state: ServingState) -> bool:
                     if not isfinite(value):
                         return False
                 elif kind is int:
-                    if not _INT64_MIN <= value <= _UINT64_MAX:
+                    if not INT64_MIN <= value <= UINT64_MAX:
                         return False
                 elif not (kind is str or value is None or kind is bool):
                     return False

@@ -83,11 +83,24 @@ class Committer:
         read of each partition (all owned, or `partitions`) that moved since its last commit.
         """
         self.write_online()
-        started = time.perf_counter()
-        fenced = self.offline.flush(self.guard)
-        self.metrics.sink_seconds.labels("parquet").observe(time.perf_counter() - started)
+        fenced = self._write_parquet(self.offline.flush)
         if fenced:  # another worker claimed them: this one lost them without being told yet
             self.on_fenced(fenced)
+        return self._dead_letters_and_checkpoint(partitions, checkpoint, background)
+
+    def _write_parquet(
+        self, write: Callable[[PartitionGuard | None], list[TopicPartitionKey]]
+    ) -> list[TopicPartitionKey]:
+        """Step 2, timed: `write` (a flush, or a sealed batch's write) under the ownership fence."""
+        started = time.perf_counter()
+        fenced = write(self.guard)
+        self.metrics.sink_seconds.labels("parquet").observe(time.perf_counter() - started)
+        return fenced
+
+    def _dead_letters_and_checkpoint(
+        self, partitions: Sequence[TopicPartitionKey] | None, checkpoint: bool, background: bool
+    ) -> dict[TopicPartitionKey, int]:
+        """Steps 3-4; the offsets to commit of the owned (or given) partitions that moved."""
         self.dead_letters.flush()
         owned = self.table.owned(partitions)
         if checkpoint:
@@ -123,27 +136,10 @@ class Committer:
         assert self._pending is None, "finish the previous background write first"
         self.write_online()
         sealed = self.offline.seal()
-        self.dead_letters.flush()
-        owned = self.table.owned()
-        if checkpoint:
-            positions = self.table.positions
-            self.checkpointer.save([(tp, positions[tp]) for tp in owned], background=background)
+        offsets = self._dead_letters_and_checkpoint(None, checkpoint, background)
         if self._thread is None:
             self._thread = ThreadPoolExecutor(1, thread_name_prefix="streamfs-parquet")
-        self._pending = PendingWrite(
-            sealed, self._thread.submit(self._write, sealed), self.table.moved(owned)
-        )
-
-    def _write(self, sealed: SealedOutput) -> list[TopicPartitionKey]:
-        started = time.perf_counter()
-        fenced = sealed.write(self.guard)
-        self.metrics.sink_seconds.labels("parquet").observe(time.perf_counter() - started)
-        return fenced
-
-    @property
-    def writing(self) -> bool:
-        """Whether a background Parquet write has not been finished yet."""
-        return self._pending is not None
+        self._pending = PendingWrite(sealed, self._thread.submit(self._write_parquet, sealed.write), offsets)
 
     def finish(self, reader: KafkaReader | None, *, block: bool) -> bool | None:
         """Commit the offsets of the background write once its files are durable.

@@ -157,8 +157,7 @@ class Worker:
     def step(self) -> int:
         """One turn of the loop: consume a batch, process it, write Redis, commit if due."""
         assert self.reader is not None
-        if self.committer.finish(self.reader, block=False) is not None:  # a background write is durable
-            self.partitions.update_lag()
+        self._finish_background_write(block=False)
         count, runs = self.reader.consume(self.options.batch_size, self.options.poll_timeout_s)
         self.metrics.last_progress.set_to_current_time()
         if count:
@@ -237,12 +236,16 @@ class Worker:
     def commit_in_background(self) -> None:
         """A periodic commit with its Parquet files written on the writer thread: Redis and the
         checkpoint now, the offsets at a later step once the files are durable (Committer)."""
-        if self.committer.finish(self.reader, block=True) is not None:
-            self.partitions.update_lag()
+        self._finish_background_write(block=True)
         self.committer.flush_in_background(
             checkpoint=self.checkpoint_due(), background=self.options.background_checkpoints
         )
         self._last_commit = time.monotonic()
+
+    def _finish_background_write(self, *, block: bool) -> None:
+        """Commit a background Parquet write's offsets once its files are durable (Committer.finish)."""
+        if self.committer.finish(self.reader, block=block) is not None:
+            self.partitions.update_lag()
 
     def _write_online(self) -> None:
         self.online.write(
