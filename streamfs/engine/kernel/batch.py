@@ -133,7 +133,7 @@ def _settle(  # type: ignore[no-untyped-def]
     every group whose ring still reaches its tile. (The complete tiles use this too, with the
     newest time as the watermark and their own count_distinct entries at j + j_offset.)"""
     _maxt, _seq, tids, icell, kcell, fcell, tot = state
-    ekey, etime, enext, heads, tkey, tpos, meta = distinct
+    ekey, etime, enext, heads, index, meta = distinct
     for g in range(groups.shape[0]):
         hop, ring, tid_off, i_off, ni = groups[g, 0], groups[g, 1], groups[g, 2], groups[g, 3], groups[g, 4]
         k_off, nk, f_off, nf = groups[g, 5], groups[g, 6], groups[g, 7], groups[g, 8]
@@ -202,9 +202,9 @@ def _settle(  # type: ignore[no-untyped-def]
                 continue
             j += j_offset
             key = table.packed(slot, j, distinct_features, vid)
-            e = table.find(tkey, tpos, ekey, key)
+            e = table.find(index, ekey, key)
             if e < 0:
-                table.insert(tkey, tpos, ekey, etime, enext, heads, meta, slot, j, key, t)
+                table.insert(index, ekey, etime, enext, heads, meta, slot, j, key, t)
                 icell[slot, cell] += 1
                 tot[slot, tot_off + ioff] += 1
                 continue
@@ -274,7 +274,7 @@ def _read(
     (the other columns of row i are left as they were). False if a value cannot be given exactly
     here (an int sum beyond int64, a mean over 2**31 values)."""
     tids, icell, kcell, fcell, tot = state[2], state[3], state[4], state[5], state[6]
-    ekey, etime, tkey, tpos = distinct[0], distinct[1], distinct[4], distinct[5]
+    ekey, etime, index = distinct[0], distinct[1], distinct[4]
     btime, bseq, bnext, bvals, bids, bhead = buffer[0], buffer[1], buffer[2], buffer[3], buffer[4], buffer[5]
     width = tot.shape[1]
     for c in range(width):
@@ -410,7 +410,7 @@ def _read(
                     bt = btime[e]
                     vid = bids[e, source]
                     if start <= bt <= t and vid >= 0:
-                        entry = table.find(tkey, tpos, ekey, table.packed(slot, j, distinct_features, vid))
+                        entry = table.find(index, ekey, table.packed(slot, j, distinct_features, vid))
                         if entry < 0 or etime[entry] < start:  # not already in the window's tiles
                             seen = False
                             other = bnext[e]  # counted once: at its last occurrence in the list
@@ -623,7 +623,7 @@ def _rebuild_complete(  # type: ignore[no-untyped-def]
     count_distinct entries copied to j + half, then every buffered event settled in."""
     maxt, tids, icell, kcell, fcell = state[0], state[2], state[3], state[4], state[5]
     ctids, cicell, ckcell, cfcell, ctot = complete[2], complete[3], complete[4], complete[5], complete[6]
-    ekey, etime, enext, heads, tkey, tpos, meta = distinct
+    ekey, etime, enext, heads, index, meta = distinct
     btime, bseq, bnext, bvals, bids, bhead = buffer[0], buffer[1], buffer[2], buffer[3], buffer[4], buffer[5]
     newest = maxt[slot]
     for c in range(ctids.shape[1]):
@@ -668,7 +668,7 @@ def _rebuild_complete(  # type: ignore[no-untyped-def]
             if ekey[e] != table.DEAD and (hop == 0 or etime[e] // hop >= first):
                 vid = ekey[e] & 0xFFFFFFFF
                 key = table.packed(slot, j + half, distinct_features, vid)
-                table.insert(tkey, tpos, ekey, etime, enext, heads, meta, slot, j + half, key, etime[e])
+                table.insert(index, ekey, etime, enext, heads, meta, slot, j + half, key, etime[e])
             e = enext[e]
     e = bhead[slot]
     while e != -1:

@@ -1,6 +1,6 @@
 """count_distinct state of every key of a view, compiled: value → latest time, per key and feature.
 
-One open-addressing table maps (slot, feature j, value id) to an entry of a pool; each entry holds
+One open-addressing index maps (slot, feature j, value id) to an entry of a pool; each entry holds
 the value's latest settled time and links to the next entry of the same (slot, j), so one key's
 values can be listed (snapshots, serving) without scanning the table. Entries are never removed
 one by one: freed keys mark theirs dead, expired ones are just old, and `prune` rebuilds the pool
@@ -32,21 +32,21 @@ def _mix(key: int) -> int:
 
 
 @numba.njit(cache=True, inline="always")
-def find(tkey: np.ndarray, tpos: np.ndarray, ekey: np.ndarray, key: int) -> int:
-    """The entry of `key`, or -1."""
-    mask = len(tkey) - 1
+def find(index: np.ndarray, ekey: np.ndarray, key: int) -> int:
+    """The entry of `key`, or -1. The index is one (size, 2) array of (key, entry) so that a
+    probe touches one cache line, not one in each of two arrays."""
+    mask = len(index) - 1
     h = _mix(key) & mask
-    while tkey[h] != EMPTY:
-        if tkey[h] == key and ekey[tpos[h]] == key:
-            return int(tpos[h])
+    while index[h, 0] != EMPTY:
+        if index[h, 0] == key and ekey[index[h, 1]] == key:
+            return int(index[h, 1])
         h = (h + 1) & mask
     return -1
 
 
 @numba.njit(cache=True, inline="always")
 def insert(
-    tkey: np.ndarray,
-    tpos: np.ndarray,
+    index: np.ndarray,
     ekey: np.ndarray,
     etime: np.ndarray,
     enext: np.ndarray,
@@ -64,12 +64,12 @@ def insert(
     etime[e] = time
     enext[e] = heads[slot, j]
     heads[slot, j] = e
-    mask = len(tkey) - 1
+    mask = len(index) - 1
     h = _mix(key) & mask
-    while tkey[h] != EMPTY:
+    while index[h, 0] != EMPTY:
         h = (h + 1) & mask
-    tkey[h] = key
-    tpos[h] = e
+    index[h, 0] = key
+    index[h, 1] = e
 
 
 @numba.njit(cache=True)
@@ -103,11 +103,48 @@ def list_slot(ekey: np.ndarray, etime: np.ndarray, enext: np.ndarray, heads: np.
     return vids, times
 
 
+@numba.njit(cache=True, inline="always")
+def _live(key: int, time: int, features: int, maxt: np.ndarray, feature_hop: np.ndarray,
+          feature_span: np.ndarray, feature_lateness: np.ndarray) -> bool:  # fmt: skip
+    """Whether an entry is kept: not dead and, for windows with a hop, its latest time in a tile
+    the window at its key's watermark still reaches (feature_lateness[j]: the complete tiles'
+    entries follow the newest time, lateness 0). Slot and feature come from the packed key."""
+    if key == DEAD:
+        return False
+    pair = key >> 32
+    slot = pair // features
+    j = pair - slot * features
+    hop = feature_hop[j]
+    if hop == 0:
+        return True
+    return bool(time // hop >= (maxt[slot] - feature_lateness[j]) // hop - feature_span[j])
+
+
+@numba.njit(cache=True)
+def count_live(
+    ekey: np.ndarray,
+    etime: np.ndarray,
+    used: int,
+    features: int,
+    maxt: np.ndarray,
+    feature_hop: np.ndarray,
+    feature_span: np.ndarray,
+    feature_lateness: np.ndarray,
+) -> int:
+    """How many of the first `used` pool entries `prune` would keep: one sequential pass, no
+    rebuild, so deciding between compacting and growing costs a few ms, not a prune."""
+    live = 0
+    for e in range(used):
+        if _live(ekey[e], etime[e], features, maxt, feature_hop, feature_span, feature_lateness):
+            live += 1
+    return live
+
+
 @numba.njit(cache=True)
 def prune(  # type: ignore[no-untyped-def]
     ekey: np.ndarray,
     etime: np.ndarray,
-    enext: np.ndarray,
+    used: int,
     heads: np.ndarray,
     maxt: np.ndarray,
     feature_hop: np.ndarray,
@@ -115,32 +152,37 @@ def prune(  # type: ignore[no-untyped-def]
     feature_lateness: np.ndarray,
     capacity: int,
 ):
-    """A new pool and table holding only the live entries: not dead and, for windows with a hop,
-    latest time in a tile the window at the key's watermark still reaches (feature_lateness[j]:
-    the complete tiles' entries follow the newest time, lateness 0)."""
+    """A new pool and table holding only the live entries (see `_live`). The pool is read in
+    order, not chain by chain: every entry is reached without chasing links across memory, and
+    each (slot, j) still lists its entries newest insertion first."""
     new_ekey = np.empty(capacity, np.int64)
     new_etime = np.empty(capacity, np.int64)
     new_enext = np.empty(capacity, np.int64)
     size = 1024
     while size < 2 * capacity:
         size *= 2
-    tkey = np.full(size, EMPTY, np.int64)
-    tpos = np.empty(size, np.int64)
+    index = np.full((size, 2), EMPTY, np.int64)
     meta = np.zeros(1, np.int64)
-    for slot in range(heads.shape[0]):
-        for j in range(heads.shape[1]):
-            e = heads[slot, j]
-            heads[slot, j] = -1
-            hop = feature_hop[j]
-            first = 0
-            if hop > 0:
-                first = (maxt[slot] - feature_lateness[j]) // hop - feature_span[j]
-            while e != -1:
-                key = ekey[e]
-                if key != DEAD and (hop == 0 or etime[e] // hop >= first):
-                    insert(tkey, tpos, new_ekey, new_etime, new_enext, heads, meta, slot, j, key, etime[e])
-                e = enext[e]
-    return new_ekey, new_etime, new_enext, tkey, tpos, meta
+    features = heads.shape[1]
+    heads[:, :] = -1
+    for e in range(used):
+        key = ekey[e]
+        if _live(key, etime[e], features, maxt, feature_hop, feature_span, feature_lateness):
+            pair = key >> 32
+            slot = pair // features
+            insert(
+                index,
+                new_ekey,
+                new_etime,
+                new_enext,
+                heads,
+                meta,
+                slot,
+                pair - slot * features,
+                key,
+                etime[e],
+            )
+    return new_ekey, new_etime, new_enext, index, meta
 
 
 @numba.njit(cache=True)
@@ -211,8 +253,7 @@ def live_entries(  # type: ignore[no-untyped-def]
 
 @numba.njit(cache=True)
 def insert_entries(
-    tkey: np.ndarray,
-    tpos: np.ndarray,
+    index: np.ndarray,
     ekey: np.ndarray,
     etime: np.ndarray,
     enext: np.ndarray,
@@ -228,4 +269,4 @@ def insert_entries(
     reserved room), last first, so each (slot, j) lists them in the same order again."""
     for i in range(len(slots) - 1, -1, -1):
         key = packed(slots[i], js[i], features, vids[i])
-        insert(tkey, tpos, ekey, etime, enext, heads, meta, slots[i], js[i], key, times[i])
+        insert(index, ekey, etime, enext, heads, meta, slots[i], js[i], key, times[i])

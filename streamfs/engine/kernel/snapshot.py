@@ -127,7 +127,7 @@ def put(store: KernelStore, snapshot: dict[str, Any]) -> int:
     if len(distinct["row"]):
         store.reserve(len(distinct["row"]))
         table.insert_entries(
-            store.tkey, store.tpos, store.ekey, store.etime, store.enext, store.heads, store.meta,
+            store.index, store.ekey, store.etime, store.enext, store.heads, store.meta,
             slots[distinct["row"]], distinct["j"], renumber(distinct["id"]), distinct["time"],
             store.distinct_features,
         )  # fmt: skip

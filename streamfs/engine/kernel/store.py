@@ -70,8 +70,7 @@ class KernelStore:
         self.ekey = np.empty(_MIN_POOL, np.int64)
         self.etime = np.empty(_MIN_POOL, np.int64)
         self.enext = np.empty(_MIN_POOL, np.int64)
-        self.tkey = np.full(2 * _MIN_POOL, table.EMPTY, np.int64)
-        self.tpos = np.empty(2 * _MIN_POOL, np.int64)
+        self.index = np.full((2 * _MIN_POOL, 2), table.EMPTY, np.int64)
         self.meta = np.zeros(1, np.int64)
         # the buffer: events after their key's watermark, a linked list per key in one pool
         width = max(len(compiled.input_fields), 1)
@@ -91,7 +90,7 @@ class KernelStore:
 
     @property
     def distinct(self) -> tuple[np.ndarray, ...]:
-        return (self.ekey, self.etime, self.enext, self.heads, self.tkey, self.tpos, self.meta)
+        return (self.ekey, self.etime, self.enext, self.heads, self.index, self.meta)
 
     @property
     def complete(self) -> tuple[np.ndarray, ...]:
@@ -213,23 +212,39 @@ class KernelStore:
             self.free.append(slot)
 
     def reserve(self, inserts: int) -> None:
-        """Make room for `inserts` new count_distinct entries (prune, then grow, as needed)."""
+        """Make room for `inserts` new count_distinct entries: when the pool is full, count its
+        live entries (one cheap pass) and rebuild it once, at the same size if the live ones
+        fill at most half of it, else at twice their number or more (a rebuild stalls the loop:
+        ~0.2 s per million entries here, so it is done once, never to count)."""
         used = int(self.meta[0])
         if used + inserts <= len(self.ekey):
             return
-        live = self._prune(len(self.ekey))
-        need = live + inserts
-        if need > len(self.ekey) // 2:
-            capacity = len(self.ekey)
+        need = self._live() + inserts
+        capacity = len(self.ekey)
+        if need > capacity // 2:
             while capacity < 2 * need:
                 capacity *= 2
-            self._prune(capacity)
+        self._prune(capacity)
 
-    def _prune(self, capacity: int) -> int:
-        ekey, etime, enext, tkey, tpos, meta = table.prune(
+    def _live(self) -> int:
+        return int(
+            table.count_live(
+                self.ekey,
+                self.etime,
+                int(self.meta[0]),
+                self.heads.shape[1],
+                self.maxt,
+                self.feature_hop,
+                self.feature_span,
+                self.feature_lateness,
+            )
+        )
+
+    def _prune(self, capacity: int) -> None:
+        self.ekey, self.etime, self.enext, self.index, self.meta = table.prune(
             self.ekey,
             self.etime,
-            self.enext,
+            int(self.meta[0]),
             self.heads,
             self.maxt,
             self.feature_hop,
@@ -237,22 +252,12 @@ class KernelStore:
             self.feature_lateness,
             capacity,
         )
-        self.ekey, self.etime, self.enext, self.tkey, self.tpos, self.meta = (
-            ekey,
-            etime,
-            enext,
-            tkey,
-            tpos,
-            meta,
-        )
-        return int(meta[0])
 
     def interned_bound(self) -> int:
-        """At most how many value ids the state still holds (live count_distinct entries, after
-        a prune; buffered events' ids; last/first cells): compact when far fewer than id_values."""
-        live = self._prune(len(self.ekey))
+        """At most how many value ids the state still holds (live count_distinct entries,
+        buffered events' ids, last/first cells): compact when far fewer than id_values."""
         buffered = len(self.btime) - int(self.bmeta[1])
-        return live + buffered * self.bids.shape[1] + len(self.owner) * self.kcell.shape[1]
+        return self._live() + buffered * self.bids.shape[1] + len(self.owner) * self.kcell.shape[1]
 
     def value_id(self, value: Any) -> int:
         vid = self.ids.get(value)
@@ -398,8 +403,7 @@ class KernelStore:
         for j, value, time in entries:
             key_code = table.packed(slot, j, self.distinct_features, self.value_id(value))
             table.insert(
-                self.tkey,
-                self.tpos,
+                self.index,
                 self.ekey,
                 self.etime,
                 self.enext,
