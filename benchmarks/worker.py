@@ -90,14 +90,18 @@ def create_topic(bootstrap: str, partitions: int, name: str = TOPIC) -> None:
         time.sleep(0.05)
 
 
-def produce(bootstrap: str, events: Any) -> int:
+def produce(bootstrap: str, events: Any, bad_every: int = 0) -> int:
+    """Produce the payments; with `bad_every` N, also an undecodable record after every N-th
+    (same key), as dirty input: the dead-letter path and a batch's decode under it are measured."""
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "batch.num.messages": 10_000})
     count = 0
     for event in events:
-        produce_waiting(
-            producer, TOPIC, value=orjson.dumps(event), key=encode_key([event["card_id"]]).encode()
-        )
+        key = encode_key([event["card_id"]]).encode()
+        produce_waiting(producer, TOPIC, value=orjson.dumps(event), key=key)
         count += 1
+        if bad_every and count % (bad_every + 1) == bad_every:
+            produce_waiting(producer, TOPIC, value=b"{not json", key=key)
+            count += 1
     producer.flush(60)
     return count
 
@@ -266,9 +270,15 @@ def throughput(args: argparse.Namespace, tmp: Path) -> None:
         create_topic(kafka.address, args.partitions)
         started = time.perf_counter()
         n = produce(
-            kafka.address, generate(args.events, keys=args.keys, start=START, seed=1, late_fraction=0.01)
+            kafka.address,
+            generate(args.events, keys=args.keys, start=START, seed=1, late_fraction=0.01),
+            args.bad_every,
         )
-        print(f"produced {n:,} payments over {args.keys:,} cards in {time.perf_counter() - started:.1f} s\n")
+        print(
+            f"produced {n:,} records over {args.keys:,} cards in {time.perf_counter() - started:.1f} s",
+            end="",
+        )
+        print(f" (1 undecodable after every {args.bad_every:,} payments)\n" if args.bad_every else "\n")
         modes = ["raw-10ms", "raw-1000ms", "streamfs", "quix-tumbling", "quix-hopping"]
         if args.skip_quix:
             modes = [m for m in modes if not m.startswith("quix")]
@@ -485,6 +495,9 @@ def main() -> None:
     parser.add_argument("--freshness-workers", type=int, default=1, help="workers in the group")
     parser.add_argument("--recovery-keys", type=int, default=100_000)
     parser.add_argument("--skip-quix", action="store_true")
+    parser.add_argument(
+        "--bad-every", type=int, default=0, help="throughput: an undecodable record after every N payments"
+    )
     parser.add_argument("--modes", default="", help="throughput runs to do, e.g. raw-10ms,raw-1000ms")
     parser.add_argument("--only", default="throughput,freshness,recovery")
     parser.add_argument("--repeat", type=int, default=1, help="throughput runs per mode (medians printed)")

@@ -11,18 +11,26 @@ here, pydantic accepts with the same values; the checks pydantic makes and Arrow
 event time beyond max_future, an oversized or empty message, one message holding two JSON
 values) are made on the columns.
 
-Any batch that fails any of it returns None, and the caller decodes that batch message by
-message with `Decoder`, which gives each bad message its rejection and reason. So the fast path
-never rejects anything: it only accepts what the per-message path accepts, with equal values
+Any batch that fails any of it is refused, and no record of it is rejected here: `Decoder`,
+the per-message path, is the only judge of a bad message and gives it its rejection and reason.
+So the fast path only accepts what the per-message path accepts, with equal values
 (tests/unit/test_decode_batch.py compares the two on random and hostile messages).
+
+A refusal names the first record it refused where it can (Arrow's parse errors give the row;
+the column checks find it). `decode_salvaging` uses that to keep a batch with a few bad records
+columnar: the records before the first refused one as one table, that record to `Decoder`, and
+on after it. One bad record in ten thousand no longer sends its whole batch down the per-message
+path (~15 µs per record here instead of ~2).
 """
 
 from __future__ import annotations
 
 import io
+import re
 import types
 import typing
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -31,10 +39,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pa_json
 
+from streamfs.decode import Decoder
 from streamfs.definitions import KafkaSource
 from streamfs.offline import layout
+from streamfs.records import Position, Rejected
 
-__all__ = ["BatchDecoder"]
+__all__ = ["BatchDecoder", "Refused", "Salvaged", "decode_salvaging"]
 
 _PLAIN = {str: pa.string(), int: pa.int64(), float: pa.float64(), bool: pa.bool_(), datetime: pa.string()}
 # Config keys that change nothing about how a plain field validates from JSON.
@@ -50,6 +60,21 @@ _HARMLESS_CONFIG = {
 # offset, which pydantic accepts as naive and streamfs rejects); only UTC offsets, so a datetime
 # value equals pydantic's in its time zone too, not only as an instant.
 _UTC_DATETIME = r"^\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(\.\d{1,6})?(Z|\+00:00)$"
+_ERROR_ROW = re.compile(r" in row (\d+)$")  # how Arrow's JSON parse errors end (0-based)
+
+
+@dataclass(frozen=True)
+class Refused:
+    """A batch the columnar checks do not take; `first`: the index of its first record they
+    refuse, where known (None: e.g. an unexpected field, whose error names no row)."""
+
+    first: int | None
+
+
+def _first(mask: pa.ChunkedArray | pa.Array) -> Refused:
+    """The refusal of the first record where a boolean column is true."""
+    index = pc.index(mask, True).as_py()
+    return Refused(index if index >= 0 else None)
 
 
 class BatchDecoder:
@@ -86,47 +111,63 @@ class BatchDecoder:
     ) -> pa.Table | None:
         """The messages of one partition as archive rows (topic, partition, offset, arrival_time,
         event_time, the schema's fields), or None if any of them needs `Decoder`."""
+        result = self.decode_or_refuse(topic, partition, offsets, values, arrivals)
+        return None if isinstance(result, Refused) else result
+
+    def decode_or_refuse(
+        self,
+        topic: str,
+        partition: int,
+        offsets: Sequence[int],
+        values: Sequence[bytes | None],
+        arrivals: Sequence[int],
+    ) -> pa.Table | Refused:
+        """As `decode`, but a refusal says which record it refused first, where it can."""
         count = len(values)
         if count == 0:
-            return None
+            return Refused(None)
         limit = self.source.max_message_bytes
-        for value in values:
+        for index, value in enumerate(values):
             if not value or len(value) > limit or value.isspace():
-                return None
+                return Refused(index)
         joined = b"\n".join(values)  # type: ignore[arg-type]  # (None was ruled out above)
         if joined.count(b"\n") != count - 1 or b"\r" in joined:
-            return None  # a message spanning lines would shift its neighbours
+            # a message spanning lines would shift its neighbours
+            return Refused(next(i for i, v in enumerate(values) if b"\n" in v or b"\r" in v))  # type: ignore[operator]
         try:
             read = pa_json.read_json(
                 io.BytesIO(joined),
                 read_options=pa_json.ReadOptions(use_threads=False, block_size=max(len(joined) + 1, 1 << 20)),
                 parse_options=self._parse,
             )
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-            return None
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+            row = _ERROR_ROW.search(str(exc))
+            return Refused(int(row.group(1)) if row and int(row.group(1)) < count else None)
         if read.num_rows != count:
-            return None  # a message holding two JSON values (and so another holding none)
+            return Refused(None)  # a message holding two JSON values (and so another holding none)
         columns: dict[str, pa.ChunkedArray] = {}
         for name, (kind, nullable) in self._fields.items():
             column = read.column(name)
             if column.null_count and not nullable:
-                return None  # missing or null: pydantic says which, per message
+                return _first(pc.is_null(column))  # missing or null: pydantic says which, per message
             if kind is float and column.null_count < count and not pc.all(pc.is_finite(column)).as_py():
-                return None
+                return _first(pc.invert(pc.fill_null(pc.is_finite(column), True)))
             if kind is datetime:
                 converted = self._datetimes(name, column)
-                if converted is None:
-                    return None
+                if isinstance(converted, Refused):
+                    return converted
                 column = converted
             columns[name] = column
         stamps = columns[self.source.timestamp_field]
         if stamps.null_count:
-            return None
+            return _first(pc.is_null(stamps))
         times = stamps.cast(pa.int64()).to_numpy()
         event_times = np.floor_divide(times, 1000)  # µs to ms, floor (as the per-message path)
         arrival = np.asarray(arrivals, dtype=np.int64)
-        if self.source.max_future is not None and (event_times > arrival + self.source.max_future).any():
-            return None
+        if self.source.max_future is not None:
+            future = event_times > arrival + self.source.max_future
+            if future.any():
+                return Refused(int(np.argmax(future)))
         arrays: list[pa.Array | pa.ChunkedArray] = [
             *layout.topic_partition_columns(topic, partition, count),
             pa.array(np.asarray(offsets, dtype=np.int64)),
@@ -136,15 +177,89 @@ class BatchDecoder:
         arrays += [columns[name] for name in self._names]
         return pa.Table.from_arrays(arrays, schema=self._archive)
 
-    def _datetimes(self, name: str, column: pa.ChunkedArray) -> pa.ChunkedArray | None:
+    def empty(self) -> pa.Table:
+        """No archive rows (a batch whose every record was rejected)."""
+        return self._archive.empty_table()
+
+    def _datetimes(self, name: str, column: pa.ChunkedArray) -> pa.ChunkedArray | Refused:
         """A datetime field's strings as UTC microseconds, if all parse as pydantic parses them."""
-        valid = column.drop_null()
-        if len(valid) and not pc.all(pc.match_substring_regex(valid, _UTC_DATETIME)).as_py():
-            return None
+        matches = pc.match_substring_regex(column, _UTC_DATETIME)
+        if matches.null_count < len(column) and not pc.all(matches).as_py():
+            return _first(pc.invert(pc.fill_null(matches, True)))
         try:
             return column.cast(layout.VALUE_TIMESTAMP)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-            return None  # a date that does not exist, an hour 24, ...
+            return Refused(None)  # a date that does not exist, an hour 24, ...
+
+
+@dataclass(frozen=True)
+class Salvaged:
+    """A batch with bad records, decoded around them."""
+
+    table: pa.Table  # the archive rows of the records kept, in order
+    kept: list[int]  # their indices in the batch
+    rejected: list[Rejected]  # the others, as Decoder rejects them
+
+
+def decode_salvaging(
+    batch: BatchDecoder,
+    single: Decoder,
+    topic: str,
+    partition: int,
+    offsets: Sequence[int],
+    values: Sequence[bytes | None],
+    arrivals: Sequence[int],
+    max_rejected: int,
+) -> pa.Table | Salvaged | None:
+    """A batch as one table where it can be, else decoded around its bad records: the records
+    before the first one the columnar checks refuse as a table, that one judged by `single`, and
+    on after it. None when that cannot be done: a refusal names no record, `single` accepts a
+    record the columnar checks refuse (a +02:00 offset, say), or more than `max_rejected`
+    records are bad: the batch then goes per message.
+
+    Rejected records change no state, so leaving them out of the table changes nothing
+    downstream. Each costs two more Arrow reads (~0.6 ms each here however small, plus the
+    records read): past about one bad record in 100, the per-message path is cheaper."""
+    parts: list[pa.Table] = []
+    kept: list[int] = []
+    rejected: list[Rejected] = []
+    start, count = 0, len(values)
+    judge = -1  # a record the columnar checks refused, to be judged by `single`
+    while start < count:
+        if start == judge:
+            decoded = single.decode(
+                values[start],
+                arrival_time=arrivals[start],
+                position=Position(topic, partition, offsets[start]),
+            )
+            if not isinstance(decoded, Rejected) or len(rejected) == max_rejected:
+                return None
+            rejected.append(decoded)
+            start += 1
+            continue
+        end = count
+        result = batch.decode_or_refuse(
+            topic, partition, offsets[start:end], values[start:end], arrivals[start:end]
+        )
+        while isinstance(result, Refused) and result.first:  # the records before it, as a table
+            if result.first >= end - start:
+                return None  # (never: a refusal names one of its records; but never loop on it)
+            end = start + result.first
+            result = batch.decode_or_refuse(
+                topic, partition, offsets[start:end], values[start:end], arrivals[start:end]
+            )
+        if isinstance(result, Refused):
+            if result.first is None:
+                return None
+            judge = start
+            continue
+        if not rejected and end == count:
+            return result  # no bad record at all
+        parts.append(result)
+        kept.extend(range(start, end))
+        start = judge = end
+    table = pa.concat_tables(parts).combine_chunks() if parts else batch.empty()
+    return Salvaged(table, kept, rejected)
 
 
 def plain_fields(source: KafkaSource) -> dict[str, tuple[type, bool]] | None:

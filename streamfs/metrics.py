@@ -51,6 +51,14 @@ class WorkerMetrics:
         self.registry = CollectorRegistry()
         r = self.registry
         self.consumed = Counter("streamfs_events_consumed", "Kafka records consumed", ["topic"], registry=r)
+        self.decoded = Counter(
+            "streamfs_events_decoded",
+            "Records consumed, per decode path: columnar (the batch at once), columnar_salvaged (a"
+            " batch with bad records, decoded around them), per_event (one by one: the schema is"
+            " not plain, or a record pydantic accepts is one the columnar decoder refuses)",
+            ["topic", "path"],
+            registry=r,
+        )
         self.accepted = Counter(
             "streamfs_events_accepted", "Events aggregated, per view", ["view"], registry=r
         )

@@ -63,6 +63,18 @@ def test_worker_end_to_end_with_bad_input(pipe: Any, settings: Settings) -> None
     assert got == expected
     assert_online_matches(settings, pipe, engine)
 
+    # the bad records' batches were decoded around them, their good records as columns
+    decoded = {
+        path: worker.metrics.registry.get_sample_value(
+            "streamfs_events_decoded_total", {"topic": pipe.TOPIC, "path": path}
+        )
+        or 0
+        for path in ("columnar", "columnar_salvaged", "per_event")
+    }
+    assert decoded["columnar_salvaged"] > len(bad), decoded
+    assert decoded["per_event"] == 0, decoded
+    assert sum(decoded.values()) == len(events) + len(bad), decoded
+
     dead = read_topic(settings, pipe.TOPIC + ".dlq", expect=len(bad) + 1, timeout=20)
     reasons = sorted(dict(m.headers())["streamfs.reason"].decode() for m in dead)
     too_late = len(events) - len(expected)

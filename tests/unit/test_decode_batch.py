@@ -19,11 +19,11 @@ from hypothesis import strategies as st
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
 from streamfs.decode import Decoder
-from streamfs.decode_batch import BatchDecoder
+from streamfs.decode_batch import BatchDecoder, Salvaged, decode_salvaging
 from streamfs.definitions import Aggregate, Entity, FeatureView, KafkaSource
 from streamfs.offline import OfflineWriter
 from streamfs.offline.scan import events_from_table
-from streamfs.records import Position, SourceEvent
+from streamfs.records import Position, Rejected, SourceEvent
 
 
 class Pay(BaseModel):
@@ -181,6 +181,96 @@ def test_an_event_time_beyond_max_future_is_left_to_the_per_message_path() -> No
     arrival = 1_709_287_200_123  # GOOD's event time
     assert fast([orjson.dumps(GOOD)], [arrival], source) is not None
     assert fast([orjson.dumps(GOOD)], [arrival - 60_001], source) is None
+
+
+def salvage(values: list[bytes | None], arrivals: list[int], tmp: Path) -> tuple[Any, Any] | None:
+    """decode_salvaging's output and the per-message path's, in comparable shape (None: it gave up)."""
+    decoder = BatchDecoder.build(SOURCE)
+    assert decoder is not None
+    single = Decoder(SOURCE)
+    offsets = list(range(100, 100 + len(values)))
+    got = decode_salvaging(decoder, single, "pays", 3, offsets, values, arrivals, max_rejected=len(values))
+    if got is None:
+        return None
+    judged = [
+        single.decode(v, arrival_time=a, position=Position("pays", 3, o))
+        for v, a, o in zip(values, arrivals, offsets, strict=True)
+    ]
+    accepted = [d for d in judged if isinstance(d, SourceEvent)]
+    expected_kept = [i for i, d in enumerate(judged) if isinstance(d, SourceEvent)]
+    expected_rejected = [(r.reason, r.detail, r.position, r.raw) for r in judged if isinstance(r, Rejected)]
+    writer = OfflineWriter(tmp, [VIEW])
+    expected = [
+        expected_kept,
+        expected_rejected,
+        exactly(writer._archive_table(SOURCE, "pays", 3, accepted).to_pylist(), accepted),
+    ]
+    if not isinstance(got, Salvaged):
+        return [
+            list(range(len(values))),
+            [],
+            exactly(got.to_pylist(), events_from_table(got, SOURCE)),
+        ], expected
+    rejected = [(r.reason, r.detail, r.position, r.raw) for r in got.rejected]
+    return [
+        got.kept,
+        rejected,
+        exactly(got.table.to_pylist(), events_from_table(got.table, SOURCE)),
+    ], expected
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(valid_messages | hostile_messages, min_size=1, max_size=16), st.data())
+def test_a_batch_decoded_around_its_bad_records_equals_the_per_message_path(
+    tmp_path_factory: pytest.TempPathFactory, values: list[bytes | None], data: st.DataObject
+) -> None:
+    """Kept records, rejections (reason, detail, position, bytes) and the table all as Decoder gives them."""
+    arrivals = [data.draw(st.integers(0, 2**42)) for _ in values]
+    compared = salvage(values, arrivals, tmp_path_factory.mktemp("salvage"))
+    if compared is not None:
+        got, expected = compared
+        assert got == expected
+
+
+def test_bad_records_of_every_kind_are_decoded_around(tmp_path: Path) -> None:
+    """Not vacuous: records the columnar checks refuse at each stage (before parsing, the parse,
+    the column checks) and Decoder rejects do not send the batch per message."""
+    good = [orjson.dumps({**GOOD, "n": i}) for i in range(6)]
+    bad = [
+        None,  # before parsing
+        b"not json",  # Arrow's parse error names its row
+        orjson.dumps({**GOOD, "amount": "x"}),  # a string where a number belongs
+        b'{"card": "c1"}',  # a required field missing (a null column)
+        orjson.dumps({**GOOD, "ts": "2024-03-01T10:00:00"}),  # naive (the datetime check)
+        b'{"card": "c1", "amount": NaN, "n": 1, "ok": true, "ts": "2024-03-01T10:00:00Z"}',
+        orjson.dumps(GOOD, option=orjson.OPT_INDENT_2) + b"x",  # spans lines
+    ]
+    values: list[bytes | None] = [good[0], *bad[:3], good[1], good[2], *bad[3:], good[3], good[4], good[5]]
+    compared = salvage(values, [7] * len(values), tmp_path)
+    assert compared is not None
+    got, expected = compared
+    assert got == expected
+    assert len(got[0]) == len(good) and len(got[1]) == len(bad)
+
+
+def test_more_bad_records_than_allowed_gives_up() -> None:
+    values = [orjson.dumps(GOOD), b"not json", orjson.dumps(GOOD), None, orjson.dumps(GOOD)]
+    decoder = BatchDecoder.build(SOURCE)
+    assert decoder is not None
+    arguments = ("pays", 3, list(range(5)), values, [0] * 5)
+    assert isinstance(decode_salvaging(decoder, Decoder(SOURCE), *arguments, max_rejected=2), Salvaged)
+    assert decode_salvaging(decoder, Decoder(SOURCE), *arguments, max_rejected=1) is None
+
+
+def test_a_record_pydantic_accepts_and_the_columnar_checks_refuse_gives_up() -> None:
+    """A +01:00 offset: pydantic keeps it, Arrow's cast would not keep its zone; per message."""
+    values = [orjson.dumps(GOOD), b"not json", orjson.dumps({**GOOD, "ts": "2024-03-01T11:00:00+01:00"})]
+    decoder = BatchDecoder.build(SOURCE)
+    assert decoder is not None
+    assert (
+        decode_salvaging(decoder, Decoder(SOURCE), "pays", 3, [1, 2, 3], values, [0, 0, 0], max_rejected=3)
+        is None
+    )
 
 
 class WithValidator(BaseModel):
