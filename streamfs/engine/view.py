@@ -506,6 +506,13 @@ class ViewEngine:
         slots = [-1 if slot is None else slot for slot in map(store.find, keys)]
         return kernel_serving_columns(store, keys, slots)
 
+    def take_dirty_by_partition(self) -> dict[int, list[Key]]:
+        """take_dirty() grouped by partition (each partition's Redis writes are fenced on their own)."""
+        taken = {partition: list(keys) for partition, keys in self._dirty.items() if keys}
+        for keys in self._dirty.values():
+            keys.clear()
+        return taken
+
     def take_dirty(self, partitions: Iterable[int] | None = None) -> list[Key]:
         """Keys changed since the last call (for the given partitions, or all), then forget them."""
         chosen = list(self._dirty) if partitions is None else list(partitions)

@@ -64,6 +64,8 @@ class Worker:
             group_id=settings.group_id,
             options=options,
             metrics=self.metrics,
+            guard=self.ownership.writing_online,
+            on_fenced=self._fenced,
         )
         self.data_path = DataPath(
             pipeline,
@@ -357,6 +359,7 @@ class Worker:
         for tp in partitions:
             self.ownership.release(tp)
             self.offline.discard(*tp)
+            self.online.forget(tp)
             for engine in self.engine.for_topic(tp[0]):
                 engine.drop(tp[1])
             self.partitions.forget(tp)

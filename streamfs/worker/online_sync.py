@@ -1,10 +1,13 @@
 """Keeping Redis current: which keys changed, when to write them, and what to do when Redis fails.
 
 Step 1 of the commit protocol, and the writes between commits. Every view's changed keys are
-collected (a key changed by many events is written once), and written at most every
-`wait()` seconds. A failed write pauses consumption and is retried with backoff while
-the group membership is kept alive; a Redis that restarted (new run_id) gets the view metadata
-and every owned key again.
+collected per partition (a key changed by many events is written once), and written at most
+every `wait()` seconds. Each partition's keys are written under its ownership fence
+(ownership.py), so a worker that lost a partition without being told yet cannot overwrite the
+new owner's entries with older states; a partition found claimed by another worker is handed
+to `on_fenced` (the worker drops it) and its keys are not written. A failed write pauses
+consumption and is retried with backoff while the group membership is kept alive; a Redis that
+restarted (new run_id) gets the view metadata and every owned key again.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable
+from contextlib import ExitStack
 from typing import Any
 
 import numpy as np
@@ -20,7 +24,9 @@ import redis
 from streamfs.engine import Engine, Key
 from streamfs.errors import ServiceError
 from streamfs.metrics import WorkerMetrics, observe_many
+from streamfs.offline.writer import PartitionGuard
 from streamfs.online import OnlineWriter
+from streamfs.sources import TopicPartitionKey
 from streamfs.status import record_progress
 from streamfs.worker.options import WorkerOptions
 
@@ -40,6 +46,8 @@ class OnlineSync:
         group_id: str,
         options: WorkerOptions,
         metrics: WorkerMetrics,
+        guard: PartitionGuard | None = None,
+        on_fenced: Callable[[list[TopicPartitionKey]], None] = lambda partitions: None,
     ) -> None:
         self.engine = engine
         self.client = client
@@ -48,7 +56,11 @@ class OnlineSync:
         self.group_id = group_id
         self.options = options
         self.metrics = metrics
-        self.unwritten: dict[str, set[Key]] = {name: set() for name in engine.views}
+        self.guard = guard  # held around each partition's writes (None: no fence)
+        self.on_fenced = on_fenced
+        # view -> partition -> keys changed and not written yet
+        self.unwritten: dict[str, dict[int, set[Key]]] = {name: {} for name in engine.views}
+        self._topics = {name: view.view.source.topic for name, view in engine.views.items()}
         self.arrivals: list[int] = []  # arrival times of events not yet visible in Redis
         self.newest: dict[str, int] = {}  # newest event time per view, for `streamfs status`
         self._last_write = time.monotonic()
@@ -95,8 +107,8 @@ class OnlineSync:
         """
         self._last_write = time.monotonic()
         for engine in self.engine.views.values():
-            self.unwritten[engine.name].update(engine.take_dirty())
-        if not any(self.unwritten.values()):
+            self._note(engine.name, engine.take_dirty_by_partition())
+        if not any(any(parts.values()) for parts in self.unwritten.values()):
             self.arrivals.clear()
             return
         backoff = 0.1
@@ -125,20 +137,47 @@ class OnlineSync:
         observe_many(self.metrics.freshness, ages)
         self.arrivals.clear()
 
+    def forget(self, tp: TopicPartitionKey) -> None:
+        """Drop a partition's unwritten keys (it was given up: its new owner writes them)."""
+        for name, parts in self.unwritten.items():
+            if self._topics[name] == tp[0]:
+                parts.pop(tp[1], None)
+
+    def _note(self, view: str, keys: dict[int, list[Key]]) -> None:
+        parts = self.unwritten[view]
+        for partition, changed in keys.items():
+            parts.setdefault(partition, set()).update(changed)
+
     def _write_once(self) -> None:
         started = time.perf_counter()
         self._check_restart()
         progress: dict[str, dict[str, Any]] = {}
-        for name, keys in self.unwritten.items():
-            if keys:
-                engine = self.engine.views[name]
-                self.writer.write(engine, keys)
-                keys.clear()
-                progress[name] = {
-                    "max_event_time": self.newest.get(name, 0),
-                    "written_ms": int(time.time() * 1000),
-                    "keys": engine.key_count(),
-                }
+        touched = sorted(
+            {
+                (self._topics[name], p)
+                for name, parts in self.unwritten.items()
+                for p, keys in parts.items()
+                if keys
+            }
+        )
+        with ExitStack() as held:  # every touched partition's fence, held while its keys are written
+            allowed = {tp: self.guard is None or held.enter_context(self.guard(tp)) for tp in touched}
+            for name, parts in self.unwritten.items():
+                topic = self._topics[name]
+                keys = [key for p, changed in parts.items() if allowed.get((topic, p)) for key in changed]
+                if keys:
+                    engine = self.engine.views[name]
+                    self.writer.write(engine, keys)
+                    progress[name] = {
+                        "max_event_time": self.newest.get(name, 0),
+                        "written_ms": int(time.time() * 1000),
+                        "keys": engine.key_count(),
+                    }
+        for parts in self.unwritten.values():
+            parts.clear()
+        fenced = [tp for tp, mine in allowed.items() if not mine]
+        if fenced:  # another worker claimed them: this one lost them without being told yet
+            self.on_fenced(fenced)
         record_progress(self.client, self.namespace, self.group_id, progress)
         self._last_write_s = time.perf_counter() - started
         self.metrics.sink_seconds.labels("redis").observe(self._last_write_s)
@@ -153,5 +192,5 @@ class OnlineSync:
             log.warning("Redis restarted (run_id changed); writing view metadata and every owned key again")
             self.writer.register()
             for engine in self.engine.views.values():
-                self.unwritten[engine.name].update(engine.keys())
+                self._note(engine.name, {p: engine.keys(p) for p in engine.partitions})
         self._run_id = run_id

@@ -1,18 +1,26 @@
 """The ownership fence: a worker that lost a partition without being told writes none of its
-Parquet output once the new owner has claimed it (real files, two owners in one process)."""
+Parquet output and none of its Redis entries once the new owner has claimed it (real files, a
+real Redis, two owners in one process)."""
 
 from __future__ import annotations
 
+import threading
+import uuid
 from datetime import datetime
 from pathlib import Path
 
+import redis
 from pydantic import BaseModel
 
 from streamfs.checkpoint import CheckpointStore
 from streamfs.definitions import Aggregate, Entity, FeatureView, KafkaSource
-from streamfs.engine import ViewEngine
+from streamfs.engine import Engine, ViewEngine
+from streamfs.metrics import WorkerMetrics
 from streamfs.offline import OfflineWriter, archived_events, scan_features
+from streamfs.online import FeatureClient, OnlineWriter
 from streamfs.records import Position, SourceEvent
+from streamfs.worker.online_sync import OnlineSync
+from streamfs.worker.options import WorkerOptions
 from streamfs.worker.ownership import PartitionOwnership
 
 
@@ -93,3 +101,79 @@ def test_without_a_claim_nothing_is_written_and_without_a_guard_everything_is(tm
     assert buffered(tmp_path, [events(0, range(3))]).flush(unclaimed.writing) == [("txns", 0)]
     assert buffered(tmp_path, [events(0, range(3))]).flush() == []
     assert offsets(tmp_path, 0) == [0, 1, 2]
+
+
+def online_sync(
+    engine: Engine, client: redis.Redis, namespace: str, owner: PartitionOwnership
+) -> tuple[OnlineSync, list[tuple[str, int]]]:
+    fenced: list[tuple[str, int]] = []
+    writer = OnlineWriter(client, list(engine.views.values()), namespace=namespace)
+    sync = OnlineSync(
+        engine, client, writer, namespace=namespace, group_id="g", options=WorkerOptions(),
+        metrics=WorkerMetrics(), guard=owner.writing_online, on_fenced=fenced.extend,
+    )  # fmt: skip
+    return sync, fenced
+
+
+def write(sync: OnlineSync) -> None:
+    sync.write(pause=lambda: None, resume=lambda: None, idle=lambda s: None, give_up=lambda: False)
+
+
+def test_a_fenced_owner_writes_no_redis_entry_for_the_partition_it_lost(
+    tmp_path: Path, redis_url: str
+) -> None:
+    """The zombie's older state of a0 must not overwrite what the new owner wrote."""
+    client = redis.Redis.from_url(redis_url)
+    namespace = f"fence-{uuid.uuid4().hex}"
+    old, new = (
+        PartitionOwnership(CheckpointStore(tmp_path / "checkpoints", "g")),
+        PartitionOwnership(CheckpointStore(tmp_path / "checkpoints", "g")),
+    )
+    old.claim(("txns", 0)), old.claim(("txns", 1))
+    zombie = Engine([VIEW])
+    zombie.views["spend"].process(events(0, range(0, 3)) + events(1, range(0, 2)))
+    zombie_sync, fenced = online_sync(zombie, client, namespace, old)
+
+    new.claim(("txns", 0))  # the group moved partition 0; the old owner was not told yet
+    owner = Engine([VIEW])
+    owner.views["spend"].process(events(0, range(0, 5)))
+    owner_sync, _ = online_sync(owner, client, namespace, new)
+    write(owner_sync)
+    write(zombie_sync)  # too late for partition 0
+
+    assert fenced == [("txns", 0)]
+    features = FeatureClient(client, [VIEW], namespace=namespace)
+    values = features.get_features("spend", ["a0", "a1"], as_of=T0 + 10).to_dicts()
+    assert [row["amount_sum"] for row in values] == [5.0, 2.0]  # a0: the new owner's 5 events
+    client.close()
+
+
+def hold_and_release(owner: PartitionOwnership, tp: tuple[str, int]) -> None:
+    with owner.writing_online(tp):
+        pass
+
+
+def test_a_claim_waits_for_a_redis_write_under_way_and_parquet_does_not_block_redis(tmp_path: Path) -> None:
+    old, new = (
+        PartitionOwnership(CheckpointStore(tmp_path / "checkpoints", "g")),
+        PartitionOwnership(CheckpointStore(tmp_path / "checkpoints", "g")),
+    )
+    tp = ("txns", 0)
+    old.claim(tp)
+    with old.writing_online(tp) as mine:
+        assert mine
+        claiming = threading.Thread(target=new.claim, args=(tp,))
+        claiming.start()
+        claiming.join(0.3)
+        assert claiming.is_alive(), "the claim did not wait for the Redis write under way"
+    claiming.join(10)
+    assert not claiming.is_alive()
+    with old.writing_online(tp) as mine:
+        assert not mine
+
+    with new.writing(tp) as mine:  # a Parquet write under way on the writer thread ...
+        assert mine
+        online = threading.Thread(target=hold_and_release, args=(new, tp))
+        online.start()
+        online.join(5)
+        assert not online.is_alive(), "a Parquet write held up a Redis write"
