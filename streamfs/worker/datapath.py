@@ -46,8 +46,9 @@ SALVAGE_DENSITY = 200
 """Decode around bad records while at most one in this many is bad (beyond about one in 100,
 the per-message path costs less than the extra Arrow reads: see decode_salvaging)."""
 SALVAGE_PAUSE = 16
-"""After a batch too bad to decode around, its topic's next batches with a bad record go
-straight per message (no Arrow reads wasted on finding out again)."""
+"""After a batch too bad to decode around, its topic's next 16 batches are not decoded around
+their bad records (a clean one still decodes at once; one with a bad record goes straight per
+message, without Arrow reads wasted on finding out again)."""
 
 
 class DataPath:
