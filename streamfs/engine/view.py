@@ -208,11 +208,22 @@ class ViewEngine:
 
     def _mark_dirty(self, columns: TableColumns, accepted: np.ndarray) -> None:
         """Mark the keys of a table's accepted rows (the first len(accepted) rows) dirty."""
-        units = columns.units
+        partitions, keys = columns.unit_partitions, columns.unit_keys
+        if not keys:
+            return
+        rows = columns.unit_rows[: len(accepted)]
+        units: Sequence[int]
+        if len(accepted) == len(columns.unit_rows) and accepted.all():
+            units = range(len(keys))  # (every row's unit: every unit)
+        else:
+            units = np.unique(rows[accepted]).tolist()
         dirty = self._dirty
-        for unit in np.unique(columns.unit_rows[: len(accepted)][accepted]).tolist():
-            partition, key = units[unit]
-            dirty.setdefault(partition, set()).add(key)
+        if partitions.count(partitions[0]) == len(partitions):
+            marked = dirty.setdefault(partitions[0], set())
+            marked.update(keys if isinstance(units, range) else map(keys.__getitem__, units))
+            return
+        for unit in units:
+            dirty.setdefault(partitions[unit], set()).add(keys[unit])
 
     def _kernel_answers(
         self, asks: Sequence[tuple[int, Key, int]], out: KernelOutput

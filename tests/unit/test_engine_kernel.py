@@ -22,6 +22,7 @@ from streamfs.definitions import Aggregate, AggregationName, Entity, FeatureView
 from streamfs.engine import ViewEngine
 from streamfs.engine import view as view_module
 from streamfs.engine.kernel import KernelLayout, store
+from streamfs.engine.kernel import batch as kernel_batch
 from streamfs.online.layout import encode_entries, encode_entry
 from streamfs.records import Position, SourceEvent
 
@@ -98,6 +99,12 @@ def small_pools(monkeypatch: pytest.MonkeyPatch) -> None:
     interned values early, so streams with many of them go through a fresh store."""
     monkeypatch.setattr(store, "_MIN_POOL", 4)
     monkeypatch.setattr(view_module, "COMPACT_AT", 20)
+
+
+def complete_at(data: st.DataObject) -> int:
+    """How many buffered events make a key keep complete tiles (batch.COMPLETE_AT), drawn so that
+    both ways of reading a row with allowed lateness run: 1 keeps them for every key."""
+    return data.draw(st.sampled_from([1, 3, kernel_batch.COMPLETE_AT]), label="complete_at")
 
 
 def run_both(
@@ -180,9 +187,11 @@ def test_kernel_matches_python_engine_and_reference(
 ) -> None:
     cuts = sorted(data.draw(st.lists(st.integers(0, len(events)), max_size=4)))
     restore_at = data.draw(st.sampled_from([None, *cuts])) if cuts else None
-    kernel, python, kernel_out, python_out = run_both(
-        view, events, cuts, restore_at, data.draw(st.booleans())
-    )
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(kernel_batch, "COMPLETE_AT", complete_at(data))
+        kernel, python, kernel_out, python_out = run_both(
+            view, events, cuts, restore_at, data.draw(st.booleans())
+        )
     assert kernel_out == python_out
     assert kernel.uses_kernel  # no odd values: the kernel ran everything
     assert_same_state(kernel, python)
@@ -393,7 +402,9 @@ def test_process_table_gives_the_rows_process_gives(
 ) -> None:
     """process_table (columns in, an Arrow table of rows out) = process on the same events."""
     cut = data.draw(st.integers(0, len(events)))
-    columnar, rows = ViewEngine(view), ViewEngine(view, kernel=False)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(kernel_batch, "COMPLETE_AT", complete_at(data))
+        columnar, rows = ViewEngine(view), ViewEngine(view, kernel=False)
     for engine in (columnar, rows):
         engine.process(events[:cut])
     expected = rows.process(events[cut:])

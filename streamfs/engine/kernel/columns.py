@@ -30,8 +30,9 @@ class TableColumns:
     times: np.ndarray
     values: np.ndarray
     ids: np.ndarray
-    units: list[tuple[int, Key]]  # the table's distinct (partition, key) pairs
-    unit_rows: np.ndarray  # each row's index in units
+    unit_partitions: list[int]  # the table's distinct (partition, key) pairs, as two lists
+    unit_keys: list[Key]
+    unit_rows: np.ndarray  # each row's index in those lists
 
 
 def table_columns(store: KernelStore, table: pa.Table) -> TableColumns | None:
@@ -45,8 +46,8 @@ def table_columns(store: KernelStore, table: pa.Table) -> TableColumns | None:
     for name in compiled.key_fields:
         if name not in present or table.column(name).null_count:
             return None
-    units, unit_rows = _units(table, compiled.key_fields)
-    unit_slots = np.fromiter((store.slot(p, k) for p, k in units), np.int64, len(units))
+    unit_partitions, unit_keys, unit_rows = _units(table, compiled.key_fields)
+    unit_slots = store.slots(unit_partitions, unit_keys)
     slots = unit_slots[unit_rows] if count else np.zeros(0, np.int64)
     times = np.asarray(table.column("event_time").cast(pa.int64()).to_numpy(), dtype=np.int64)
     values = np.full((count, max(len(compiled.input_fields), 1)), np.nan)
@@ -83,10 +84,10 @@ def table_columns(store: KernelStore, table: pa.Table) -> TableColumns | None:
             column_ids = mapping[indices] if len(mapping) else np.zeros(count, np.int64)
             column_ids[nulls] = -1
             ids[:, id_column[input_slot]] = column_ids
-    return TableColumns(slots, times, values, ids, units, unit_rows)
+    return TableColumns(slots, times, values, ids, unit_partitions, unit_keys, unit_rows)
 
 
-def _units(table: pa.Table, key_fields: Sequence[str]) -> tuple[list[tuple[int, Key]], np.ndarray]:
+def _units(table: pa.Table, key_fields: Sequence[str]) -> tuple[list[int], list[Key], np.ndarray]:
     """The distinct (partition, key) pairs of the table's rows, and each row's pair. One
     partition and one key field (a worker's batch) go through Arrow's dictionary encoding: a
     Python step per distinct key, not per row."""
@@ -102,7 +103,7 @@ def _units(table: pa.Table, key_fields: Sequence[str]) -> tuple[list[tuple[int, 
             keys = python_values(pa.chunked_array([encoded.dictionary]))
             if len(set(keys)) == len(keys):  # (else two are equal in Python, e.g. 0.0 and -0.0)
                 rows = np.asarray(encoded.indices.to_numpy(zero_copy_only=False), dtype=np.int64)
-                return [(partition, (key,)) for key in keys], rows
+                return [partition] * len(keys), [(key,) for key in keys], rows
     columns = [python_values(table.column(name)) for name in key_fields]
     partitions = partition_column.to_pylist()
     index: dict[tuple[int, Key], int] = {}
@@ -114,4 +115,4 @@ def _units(table: pa.Table, key_fields: Sequence[str]) -> tuple[list[tuple[int, 
         np.int64,
         table.num_rows,
     )
-    return list(index), rows
+    return [p for p, _ in index], [key for _, key in index], rows

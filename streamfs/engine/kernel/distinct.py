@@ -187,23 +187,42 @@ def prune(  # type: ignore[no-untyped-def]
 
 @numba.njit(cache=True)
 def rebuild_need(
-    slots: np.ndarray, cvalid: np.ndarray, enext: np.ndarray, heads: np.ndarray, half: int
+    slots: np.ndarray,
+    cvalid: np.ndarray,
+    enext: np.ndarray,
+    heads: np.ndarray,
+    half: int,
+    bhead: np.ndarray,
+    bnext: np.ndarray,
+    complete_at: int,
 ) -> int:
     """How many entries rebuilding the complete tiles of this batch's keys may copy (an upper
-    bound: each key whose complete tiles are not valid, counted once)."""
+    bound): each key whose complete tiles are not valid and whose buffer may reach `complete_at`
+    events in this batch (its buffered events plus its events in the batch), counted once."""
     need = 0
-    for slot in slots:
+    order = np.sort(slots)
+    i = 0
+    while i < len(order):
+        slot = order[i]
+        k = i
+        while k < len(order) and order[k] == slot:
+            k += 1
+        events = k - i
+        i = k
         if cvalid[slot] != 0:
             continue
-        cvalid[slot] = 2  # counted (reset below)
+        e = bhead[slot]
+        buffered = 0
+        while e != -1 and buffered + events < complete_at:
+            buffered += 1
+            e = bnext[e]
+        if buffered + events < complete_at:
+            continue
         for j in range(half):
             e = heads[slot, j]
             while e != -1:
                 need += 1
                 e = enext[e]
-    for slot in slots:
-        if cvalid[slot] == 2:
-            cvalid[slot] = 0
     return need
 
 

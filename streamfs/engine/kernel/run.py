@@ -105,7 +105,10 @@ def run_columns(
     inserts = limit * len(layout.distinct_hop)
     if layout.lateness and rows:  # complete tiles: their own entries, and rebuilds copy some
         buffered = len(store.btime) - int(store.bmeta[1])
-        need = rebuild_need(slots[:limit], store.cvalid, store.enext, store.heads, store.half)
+        need = rebuild_need(
+            slots[:limit], store.cvalid, store.enext, store.heads, store.half, store.bhead, store.bnext,
+            store.complete_at,
+        )  # fmt: skip
         inserts = 2 * inserts + need + buffered * len(layout.distinct_hop)
     store.reserve(inserts)
     if layout.lateness:
@@ -150,6 +153,7 @@ def run_columns(
         store.complete,
         store.cvalid,
         store.half,
+        store.complete_at,
     )
     taken = accepted[:ran].astype(bool)
     if missing:

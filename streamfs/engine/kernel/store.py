@@ -47,7 +47,9 @@ class KernelStore:
         # at once, as engine/state.py's KeyState.complete): the row of a key's newest event reads
         # them instead of re-adding its buffer, which holds a lateness' worth of a hot key's events.
         # They are derived (rebuilt from the settled tiles and the buffer when cvalid is 0), and
-        # their count_distinct entries live in the same table at j + half.
+        # their count_distinct entries live in the same table at j + half. Only keys whose buffer
+        # reached complete_at events keep them: for the others re-adding the buffer is cheaper.
+        self.complete_at = batch.COMPLETE_AT
         self.half = max(len(layout.distinct_hop), 1)
         self.distinct_features = 2 * self.half if layout.lateness else self.half
         hops = layout.distinct_hop
@@ -133,6 +135,21 @@ class KernelStore:
         if slot is None:
             slot = keys[key] = self._allocate((partition, key))
         return slot
+
+    def slots(self, partitions: list[int], keys: list[Key]) -> np.ndarray:
+        """slot() of many (partition, key) pairs: one dict lookup each in bulk (a Python call per
+        key cost ~1 µs, paid for every distinct key of every batch)."""
+        found: list[int | None] = []
+        if partitions and partitions.count(partitions[0]) == len(partitions):
+            known = self.partitions.get(partitions[0])
+            if known is not None:
+                found = list(map(known.get, keys))
+        if not found:
+            found = [None] * len(keys)
+        for i, slot in enumerate(found):
+            if slot is None:
+                found[i] = self.slot(partitions[i], keys[i])
+        return np.array(found, dtype=np.int64)
 
     def newest(self, key: Key) -> int | None:
         """The key's newest accepted event time, None if unseen (without building its KeyState)."""
