@@ -381,4 +381,14 @@ def _write_by_day(table: pa.Table, directory: Path, partition: int) -> None:
 def write_atomic(table: pa.Table, path: Path) -> None:
     """Write `table` to `path` so that a reader or a crash sees the whole file or none of it."""
     with atomic_path(path) as temp:
-        pq.write_table(table, str(temp), compression=COMPRESSION)
+        pq.write_table(
+            table, str(temp), compression=COMPRESSION, use_dictionary=dictionary_columns(table.schema)
+        )
+
+
+def dictionary_columns(schema: pa.Schema) -> list[str]:
+    """The columns worth dictionary-encoding: strings and bytes (keys, ids, categories). Feature
+    values and times are mostly distinct per row: trying a dictionary on them cost ~40 % of the
+    write and, once it overflowed, made the files bigger, not smaller (docs/storage-offline.md)."""
+    textual = (pa.types.is_string, pa.types.is_large_string, pa.types.is_binary, pa.types.is_large_binary)
+    return [f.name for f in schema if pa.types.is_dictionary(f.type) or any(test(f.type) for test in textual)]
