@@ -111,11 +111,7 @@ def _round_magnitude(mag: np.ndarray, count: int, shift: int, sticky: bool) -> f
             break
     if top < 0:
         return 0.0
-    bits = 32 * top
-    v = mag[top]
-    while v:
-        v >>= 1
-        bits += 1
+    bits = 32 * top + math.frexp(float(mag[top]))[1]  # (a digit < 2**32 is exact as a float)
     if bits <= 63 and not sticky:
         whole = np.int64(0)
         for i in range(top, -1, -1):
@@ -171,7 +167,10 @@ def mean_float(d: np.ndarray, at: int, n: int, scratch: np.ndarray) -> float:
     sign = _magnitude(d, at, scratch, 3)
     count = DIGITS + 3
     remainder = np.int64(0)
-    for i in range(count - 1, -1, -1):
+    top = count - 1
+    while top >= 0 and scratch[top] == 0:  # leading zero digits: quotient digit 0, remainder 0
+        top -= 1  # (a sum's top digits mostly are: no division for them)
+    for i in range(top, -1, -1):
         current = (remainder << 32) | scratch[i]
         scratch[i] = current // n
         remainder = current - scratch[i] * n
