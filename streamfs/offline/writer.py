@@ -340,7 +340,11 @@ def _in_offset_order(tables: list[pa.Table]) -> pa.Table:
     """One flush's tables of one partition as one table in offset order (= processing order)."""
     if len(tables) == 1:
         return tables[0]
-    return pa.concat_tables(tables).sort_by([("offset", "ascending")])
+    table = pa.concat_tables(tables)
+    offsets = table.column("offset").to_numpy()
+    if bool((offsets[1:] >= offsets[:-1]).all()):
+        return table  # the usual case, batches in order: sorting (a take of every column) costs
+    return table.sort_by([("offset", "ascending")])
 
 
 def _transpose(tuples: list[tuple[Any, ...]], width: int) -> list[list[Any]]:

@@ -303,3 +303,18 @@ def test_a_failed_sealed_write_is_put_back_ahead_of_newer_rows(
         assert got.drop_columns(["_version"] if "_version" in got.column_names else []).equals(
             want.drop_columns(["_version"] if "_version" in want.column_names else [])
         )
+
+
+def test_one_flush_of_tables_and_rows_is_written_in_offset_order() -> None:
+    """A flush joins the partition's tables (columnar batches) and rows (the per-message path)
+    into one file: in offset order, sorted only when they interleave."""
+    from streamfs.offline.writer import _in_offset_order
+
+    def table(offsets: list[int]) -> pa.Table:
+        return pa.table({"offset": pa.array(offsets, pa.int64()), "v": [f"r{o}" for o in offsets]})
+
+    in_order = _in_offset_order([table([1, 2, 3]), table([4, 5])])
+    assert in_order.column("offset").to_pylist() == [1, 2, 3, 4, 5]
+    interleaved = _in_offset_order([table([1, 4, 5]), table([2, 3]), table([6])])
+    assert interleaved.column("offset").to_pylist() == [1, 2, 3, 4, 5, 6]
+    assert interleaved.column("v").to_pylist() == ["r1", "r2", "r3", "r4", "r5", "r6"]
