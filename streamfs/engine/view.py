@@ -197,10 +197,11 @@ class ViewEngine:
             )
         accepted = np.asarray(out.accepted, dtype=np.bool_)
         self._mark_dirty(columns, accepted)
-        taken = table.filter(pa.array(accepted))
         names = [*self.compiled.key_fields, "event_time"]
         names += [name for name in ("arrival_time", "partition", "offset") if name in table.column_names]
-        rows = taken.select(names)
+        rows = table.select(names)
+        if not accepted.all():  # (filtering copies every column: only when some were too late)
+            rows = rows.filter(pa.array(accepted))
         for name, array in zip(self.feature_names, out.row_arrays, strict=True):
             rows = rows.append_column(name, array)
         rejected = np.flatnonzero(~accepted)
