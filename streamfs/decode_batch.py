@@ -238,16 +238,15 @@ def decode_salvaging(
             start += 1
             continue
         end = count
-        result = batch.decode_or_refuse(
-            topic, partition, offsets[start:end], values[start:end], arrivals[start:end]
-        )
-        while isinstance(result, Refused) and result.first:  # the records before it, as a table
-            if result.first >= end - start:
-                return None  # (never: a refusal names one of its records; but never loop on it)
-            end = start + result.first
+        while True:  # shrink to the records before the first refused one, as a table
             result = batch.decode_or_refuse(
                 topic, partition, offsets[start:end], values[start:end], arrivals[start:end]
             )
+            if not (isinstance(result, Refused) and result.first):
+                break
+            if result.first >= end - start:
+                return None  # (never: a refusal names one of its records; but never loop on it)
+            end = start + result.first
         if isinstance(result, Refused):
             if result.first is None:
                 return None

@@ -212,16 +212,14 @@ class ViewEngine:
         partitions, keys = columns.unit_partitions, columns.unit_keys
         if not keys:
             return
-        rows = columns.unit_rows[: len(accepted)]
         units: Sequence[int]
         if len(accepted) == len(columns.unit_rows) and accepted.all():
             units = range(len(keys))  # (every row's unit: every unit)
         else:
-            units = np.unique(rows[accepted]).tolist()
+            units = np.unique(columns.unit_rows[: len(accepted)][accepted]).tolist()
         dirty = self._dirty
         if partitions.count(partitions[0]) == len(partitions):
-            marked = dirty.setdefault(partitions[0], set())
-            marked.update(keys if isinstance(units, range) else map(keys.__getitem__, units))
+            dirty.setdefault(partitions[0], set()).update(map(keys.__getitem__, units))
             return
         for unit in units:
             dirty.setdefault(partitions[unit], set()).add(keys[unit])

@@ -1,10 +1,11 @@
 """The write side of the online store: serving states of changed keys into Redis.
 
-The worker calls `OnlineWriter.write(engine, engine.take_dirty(...))` before it commits Kafka
-offsets. Each key's whole serving state is written with SET (never a read-modify-write), so a
-replay after a crash rewrites the same bytes (bar the write time) and changes nothing a reader
-sees. Redis errors (ConnectionError, TimeoutError) propagate: the worker pauses, retries the
-write, and commits only once it succeeds.
+The worker writes each view's changed keys (`ViewEngine.take_dirty_by_partition`, through
+worker/online_sync.py) before it commits Kafka offsets. Each key's whole serving state is
+written with SET (never a read-modify-write), so a replay after a crash rewrites the same bytes
+(bar the write time) and changes nothing a reader sees. Redis errors (ConnectionError,
+TimeoutError) propagate: the worker pauses, retries the write, and commits only once it
+succeeds.
 """
 
 from __future__ import annotations

@@ -132,7 +132,8 @@ class DataPath:
         if isinstance(decoded, Salvaged):
             metrics.decoded.labels(topic, "columnar_salvaged").inc(len(run.offsets))
             rejected = decoded.rejected
-            run, arrivals = _subrun(run, decoded.kept, arrivals), [arrivals[i] for i in decoded.kept]
+            run = _subrun(run, decoded.kept, arrivals)
+            arrivals = run.arrivals()  # (the kept records' arrival times: their timestamps now)
             table = decoded.table
             if not table.num_rows:
                 self._aggregate(topic, [], rejected)

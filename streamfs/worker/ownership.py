@@ -16,7 +16,7 @@ on the writer thread never holds up the loop's Redis writes; a claim takes both.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from pathlib import Path
 
 from streamfs import durable
@@ -57,20 +57,16 @@ class PartitionOwnership:
     def release(self, tp: TopicPartitionKey) -> None:
         self.epochs.pop(tp, None)
 
-    @contextmanager
-    def writing(self, tp: TopicPartitionKey) -> Iterator[bool]:
+    def writing(self, tp: TopicPartitionKey) -> AbstractContextManager[bool]:
         """Hold the partition's Parquet lock; yield whether this worker's claim is still the newest."""
-        epoch_path, lock_path, _ = self._paths(tp)
-        with durable.exclusive_lock(lock_path):
-            yield self._mine(tp, epoch_path)
+        return self._holding(tp, self._paths(tp)[1])
+
+    def writing_online(self, tp: TopicPartitionKey) -> AbstractContextManager[bool]:
+        """Hold the partition's Redis lock; yield whether this worker's claim is still the newest."""
+        return self._holding(tp, self._paths(tp)[2])
 
     @contextmanager
-    def writing_online(self, tp: TopicPartitionKey) -> Iterator[bool]:
-        """Hold the partition's Redis lock; yield whether this worker's claim is still the newest."""
-        epoch_path, _, online_lock_path = self._paths(tp)
-        with durable.exclusive_lock(online_lock_path):
-            yield self._mine(tp, epoch_path)
-
-    def _mine(self, tp: TopicPartitionKey, epoch_path: Path) -> bool:
-        mine = self.epochs.get(tp)
-        return mine is not None and self._read(epoch_path) == mine
+    def _holding(self, tp: TopicPartitionKey, lock_path: Path) -> Iterator[bool]:
+        with durable.exclusive_lock(lock_path):
+            mine = self.epochs.get(tp)
+            yield mine is not None and self._read(self._paths(tp)[0]) == mine

@@ -72,6 +72,41 @@ def buffered_at_least(bhead: np.ndarray, bnext: np.ndarray, slot: int, count: in
     return count <= 0
 
 
+@numba.njit(cache=True)
+def rebuild_need(
+    slots: np.ndarray,
+    cvalid: np.ndarray,
+    enext: np.ndarray,
+    heads: np.ndarray,
+    half: int,
+    bhead: np.ndarray,
+    bnext: np.ndarray,
+    complete_at: int,
+) -> int:
+    """How many count_distinct entries rebuilding the complete tiles of this batch's keys may
+    copy (an upper bound): each key whose complete tiles are not valid and whose buffer may reach
+    `complete_at` events in this batch (its buffered events plus its events in the batch),
+    counted once."""
+    need = 0
+    order = np.sort(slots)
+    i = 0
+    while i < len(order):
+        slot = order[i]
+        k = i
+        while k < len(order) and order[k] == slot:
+            k += 1
+        events = k - i
+        i = k
+        if cvalid[slot] != 0 or not buffered_at_least(bhead, bnext, slot, complete_at - events):
+            continue
+        for j in range(half):
+            e = heads[slot, j]
+            while e != -1:
+                need += 1
+                e = enext[e]
+    return need
+
+
 @numba.njit(cache=True, inline="always")
 def _fits_int64(d: np.ndarray, at: int) -> bool:
     """The int sum in digits at `at` (digits 0-2, the fraction, are zero) has |value| < 2**62."""

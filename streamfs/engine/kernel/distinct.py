@@ -186,47 +186,6 @@ def prune(  # type: ignore[no-untyped-def]
 
 
 @numba.njit(cache=True)
-def rebuild_need(
-    slots: np.ndarray,
-    cvalid: np.ndarray,
-    enext: np.ndarray,
-    heads: np.ndarray,
-    half: int,
-    bhead: np.ndarray,
-    bnext: np.ndarray,
-    complete_at: int,
-) -> int:
-    """How many entries rebuilding the complete tiles of this batch's keys may copy (an upper
-    bound): each key whose complete tiles are not valid and whose buffer may reach `complete_at`
-    events in this batch (its buffered events plus its events in the batch), counted once."""
-    need = 0
-    order = np.sort(slots)
-    i = 0
-    while i < len(order):
-        slot = order[i]
-        k = i
-        while k < len(order) and order[k] == slot:
-            k += 1
-        events = k - i
-        i = k
-        if cvalid[slot] != 0:
-            continue
-        e = bhead[slot]
-        buffered = 0
-        while e != -1 and buffered + events < complete_at:
-            buffered += 1
-            e = bnext[e]
-        if buffered + events < complete_at:
-            continue
-        for j in range(half):
-            e = heads[slot, j]
-            while e != -1:
-                need += 1
-                e = enext[e]
-    return need
-
-
-@numba.njit(cache=True)
 def live_entries(  # type: ignore[no-untyped-def]
     ekey: np.ndarray,
     etime: np.ndarray,

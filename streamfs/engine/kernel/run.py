@@ -17,7 +17,6 @@ import numpy as np
 import pyarrow as pa
 
 from streamfs.engine.kernel import batch
-from streamfs.engine.kernel.distinct import rebuild_need
 from streamfs.engine.kernel.fixed import exact_as_float, representable
 from streamfs.engine.kernel.store import KernelStore
 from streamfs.engine.state import Key
@@ -105,7 +104,7 @@ def run_columns(
     inserts = limit * len(layout.distinct_hop)
     if layout.lateness and rows:  # complete tiles: their own entries, and rebuilds copy some
         buffered = len(store.btime) - int(store.bmeta[1])
-        need = rebuild_need(
+        need = batch.rebuild_need(
             slots[:limit], store.cvalid, store.enext, store.heads, store.half, store.bhead, store.bnext,
             store.complete_at,
         )  # fmt: skip
