@@ -6,6 +6,8 @@ correctly (round half to even), exactly as Python's int true division does.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -71,3 +73,27 @@ def test_sums_of_floats_are_exact(values: list[float]) -> None:
         exact += numerator * (1 << SCALE) // denominator
     assert to_int(d) == exact
     assert to_float(d, 0, scratch) == exact / (1 << SCALE)
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from([1, -1]),
+            st.integers(-(2**53) + 1, 2**53 - 1),
+            st.integers(-SCALE, 80 - 53),
+        ),
+        max_size=60,
+    )
+)
+def test_adds_and_subtracts_keep_digits_normalized(terms: list[tuple[int, int, int]]) -> None:
+    """add_float propagates carries only as far as they go: after every add or subtract of
+    values of any representable magnitude the digits are normalized and the sum is exact."""
+    d = np.zeros(DIGITS, np.int64)
+    exact = 0
+    for sign, mantissa, exponent in terms:
+        x = math.ldexp(float(mantissa), exponent)
+        add_float(d, 0, x, sign)
+        exact += sign * (mantissa << (exponent + SCALE))
+        assert all(0 <= digit < 2**32 for digit in d[: DIGITS - 1].tolist())
+        assert to_int(d) == exact

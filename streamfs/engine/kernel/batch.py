@@ -136,12 +136,18 @@ def normalize_sums(ops: np.ndarray, g: int, cells: np.ndarray, at: int) -> None:
 
 
 @numba.njit(cache=True)
-def _expire(slot: int, watermark: int, state: tuple, groups: np.ndarray, ops: np.ndarray) -> None:  # type: ignore[type-arg]
-    """Drop the ring tiles older than the first tile the window at the watermark reaches."""
+def _expire(
+    slot: int, before: int, watermark: int, state: tuple, groups: np.ndarray, ops: np.ndarray
+) -> None:  # type: ignore[type-arg]
+    """Drop the ring tiles older than the first tile the window at the watermark reaches.
+
+    `before` is the watermark the key's tiles were last expired at (UNSEEN: never): a group
+    whose first tile is the same at both has nothing to drop (no tile older than it was kept
+    or settled since), so its ring is not scanned; most events of a busy key are such."""
     tids, icell, tot = state[2], state[3], state[6]
     for g in range(groups.shape[0]):
         hop = groups[g, 0]
-        if hop == 0:
+        if hop == 0 or (before != UNSEEN and before // hop == watermark // hop):
             continue
         ring, tid_off, i_off, ni, tot_off = (
             groups[g, 1],
@@ -178,19 +184,27 @@ def _settle(  # type: ignore[no-untyped-def]
     ops: np.ndarray,
     distinct_features: int,
     j_offset: int,
+    places: np.ndarray,
 ):
     """Add an event at or before the watermark to its settled tile (and the ring's total) in
     every group whose ring still reaches its tile. (The complete tiles use this too, with the
-    newest time as the watermark and their own count_distinct entries at j + j_offset.)"""
+    newest time as the watermark and their own count_distinct entries at j + j_offset.)
+    `places` is scratch: per group, the event's tile, the ring's first tile and the tile's
+    ring position (-1: unreachable), worked out once for all of the group's ops."""
     _maxt, _seq, tids, icell, kcell, fcell, tot = state
     ekey, etime, enext, heads, index, meta = distinct
     for g in range(groups.shape[0]):
         hop, ring, tid_off, i_off, ni = groups[g, 0], groups[g, 1], groups[g, 2], groups[g, 3], groups[g, 4]
         k_off, nk, f_off, nf = groups[g, 5], groups[g, 6], groups[g, 7], groups[g, 8]
         current = t // hop if hop else 0
-        if hop and current < watermark // hop - (ring - 1):
+        first = watermark // hop - (ring - 1) if hop else 0
+        places[g, 0] = current
+        places[g, 1] = first
+        if hop and current < first:
+            places[g, 2] = -1
             continue  # unreachable by any later window
         r = current % ring
+        places[g, 2] = r
         if tids[slot, tid_off + r] != current:
             tids[slot, tid_off + r] = current
             base = i_off + r * ni
@@ -210,13 +224,12 @@ def _settle(  # type: ignore[no-untyped-def]
             ops[o, 5],
             ops[o, 6],
         )
+        r = places[g, 2]
+        if r < 0:
+            continue
+        current, first = places[g, 0], places[g, 1]
         hop, ring, i_off, ni = groups[g, 0], groups[g, 1], groups[g, 3], groups[g, 4]
         k_off, nk, f_off, nf, tot_off = groups[g, 5], groups[g, 6], groups[g, 7], groups[g, 8], groups[g, 9]
-        current = t // hop if hop else 0
-        first = watermark // hop - (ring - 1) if hop else 0
-        if hop and current < first:
-            continue
-        r = current % ring
         cell = i_off + r * ni + ioff
         if kind == OP_EVENTS:
             icell[slot, cell] += 1
@@ -532,6 +545,7 @@ def process(  # type: ignore[no-untyped-def]
     btime, bseq, bnext, bvals, bids, bhead, bmeta, bmin = buffer
     scratch = np.zeros(2 * DIGITS + 4, np.int64)
     window = np.zeros(tot.shape[1], np.int64)
+    places = np.zeros((groups.shape[0], 3), np.int64)
     q = 0
     for i in range(len(times) + 1):
         while q < asks.shape[0] and asks[q, 0] <= i:
@@ -554,13 +568,14 @@ def process(  # type: ignore[no-untyped-def]
             accepted[i] = 0
             continue
         accepted[i] = 1
-        moved = maxt[slot] == UNSEEN or t > maxt[slot]
+        before = maxt[slot]
+        moved = before == UNSEEN or t > before
         if moved:
             maxt[slot] = t
         seq[slot] += 1
         watermark = maxt[slot] - lateness
         if moved:
-            _expire(slot, watermark, state, groups, ops)
+            _expire(slot, UNSEEN if before == UNSEEN else before - lateness, watermark, state, groups, ops)
         if t <= watermark:
             _settle(
                 slot,
@@ -575,6 +590,7 @@ def process(  # type: ignore[no-untyped-def]
                 ops,
                 distinct_features,
                 0,
+                places,
             )
         else:  # into the buffer (the caller reserved room)
             e = bmeta[0]
@@ -612,6 +628,7 @@ def process(  # type: ignore[no-untyped-def]
                         ops,
                         distinct_features,
                         0,
+                        places,
                     )
                     bnext[e] = bmeta[0]  # push onto the free list
                     bmeta[0] = e
@@ -633,15 +650,15 @@ def process(  # type: ignore[no-untyped-def]
             if cvalid[slot] == 0:
                 if buffered_at_least(bhead, bnext, slot, complete_at):  # (it holds this event already)
                     _rebuild_complete(
-                        slot, state, complete, distinct, buffer, groups, ops, distinct_features, half
+                        slot, state, complete, distinct, buffer, groups, ops, distinct_features, half, places
                     )
                     cvalid[slot] = 1
             else:
                 if moved:
-                    _expire(slot, maxt[slot], complete, groups, ops)
+                    _expire(slot, before, maxt[slot], complete, groups, ops)
                 _settle(
                     slot, t, seq[slot], maxt[slot], values[i], ids[i], complete, distinct, groups, ops,
-                    distinct_features, half,
+                    distinct_features, half, places,
                 )  # fmt: skip
             if cvalid[slot] != 0 and t >= maxt[slot]:  # the newest event: complete tiles hold its window
                 ok = _read(
@@ -669,6 +686,7 @@ def _rebuild_complete(  # type: ignore[no-untyped-def]
     ops: np.ndarray,
     distinct_features: int,
     half: int,
+    places: np.ndarray,
 ):
     """A key's complete tiles from its settled tiles and its buffer (engine/ingest.py's
     _complete_from_settled): the settled tiles the window at the newest event reaches, their
@@ -726,6 +744,6 @@ def _rebuild_complete(  # type: ignore[no-untyped-def]
     while e != -1:
         _settle(
             slot, btime[e], bseq[e], newest, bvals[e], bids[e], complete, distinct, groups, ops,
-            distinct_features, half,
+            distinct_features, half, places,
         )  # fmt: skip
         e = bnext[e]

@@ -78,7 +78,9 @@ def normalize(d: np.ndarray, at: int) -> None:
 
 @numba.njit(cache=True, inline="always")
 def add_float(d: np.ndarray, at: int, x: float, sign: int) -> None:
-    """d[at:at+DIGITS] += sign·x·2**SCALE (x representable)."""
+    """d[at:at+DIGITS] += sign·x·2**SCALE (x representable). Digits at and above the lowest one
+    touched end normalized; digits below it are left as they were (normalize() them if they
+    may not be)."""
     if x == 0.0:
         return
     mantissa, exponent = math.frexp(x)
@@ -97,7 +99,19 @@ def add_float(d: np.ndarray, at: int, x: float, sign: int) -> None:
     d[j] += sign * (low & _MASK)
     d[j + 1] += sign * ((low >> 32) + (high & _MASK))
     d[j + 2] += sign * (high >> 32)
-    normalize(d, at)
+    # Carries from digit j up, stopping once they die out past the digits touched: the digits
+    # below j did not change, and those above stay as they were (normalized, if they were).
+    carry = np.int64(0)
+    top = at + DIGITS - 1
+    i = j
+    while i < top:
+        x = d[i] + carry
+        carry = x >> 32
+        d[i] = x & _MASK
+        i += 1
+        if carry == 0 and i > j + 2:
+            return
+    d[top] += carry
 
 
 @numba.njit(cache=True)
