@@ -137,8 +137,13 @@ def normalize_sums(ops: np.ndarray, g: int, cells: np.ndarray, at: int) -> None:
 
 @numba.njit(cache=True)
 def _expire(
-    slot: int, before: int, watermark: int, state: tuple, groups: np.ndarray, ops: np.ndarray
-) -> None:  # type: ignore[type-arg]
+    slot: int,
+    before: int,
+    watermark: int,
+    state: tuple,  # type: ignore[type-arg]
+    groups: np.ndarray,
+    ops: np.ndarray,
+) -> None:
     """Drop the ring tiles older than the first tile the window at the watermark reaches.
 
     `before` is the watermark the key's tiles were last expired at (UNSEEN: never): a group

@@ -105,9 +105,9 @@ def add_float(d: np.ndarray, at: int, x: float, sign: int) -> None:
     top = at + DIGITS - 1
     i = j
     while i < top:
-        x = d[i] + carry
-        carry = x >> 32
-        d[i] = x & _MASK
+        digit = d[i] + carry
+        carry = digit >> 32
+        d[i] = digit & _MASK
         i += 1
         if carry == 0 and i > j + 2:
             return
