@@ -253,6 +253,29 @@ def test_a_dropped_partition_leaves_nothing_behind_for_the_keys_that_reuse_its_r
     assert [r.values for r in result.rows] == [(1, 1.0), (1, 2.0)]
 
 
+def test_serving_steps_count_a_buffered_value_once_at_its_latest_time() -> None:
+    """A value settled in the window (m1 at 0) and buffered again (m1 at 16, within the allowed
+    lateness): the online steps count it once, in the tile of its latest time, so it stays
+    counted until that tile leaves the window. (Short buffers are read with the settled tiles,
+    not complete tiles: the serving steps fold the buffer in themselves.)"""
+    view = make_view(
+        [Aggregate("s", "count_distinct", window=20, hop=5), Aggregate("x", "max", window=20, hop=5)],
+        lateness=10,
+    )
+    kernel, python = ViewEngine(view), ViewEngine(view, kernel=False)
+    events = [ev(0, s="m1", x=3.0), ev(15, s="m2", x=1.0), ev(16, s="m1", x=2.0)]
+    for engine in (kernel, python):
+        engine.process(events)
+    assert kernel.uses_kernel
+    state = kernel.serving_state(("a",))
+    assert state == python.serving_state(("a",))
+    assert state is not None
+    # the window at 16 holds m1 (twice) and m2; at 20 tile 0 (m1 at 0, max 3.0) has left, m1
+    # still counts by its time 16; from 35 on nothing is left
+    assert state.groups[0] == ((16, 20, 35), ((3.0, 2), (2.0, 2), (None, 0)))  # (max, distinct)
+    assert_same_state(kernel, python)
+
+
 @pytest.mark.parametrize("lateness", [0, 7])
 def test_count_distinct_survives_pruning_and_growth_of_its_table(lateness: int) -> None:
     """Thousands of distinct values per key expire and come back: the entry pool is pruned and

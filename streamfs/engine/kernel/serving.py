@@ -20,7 +20,8 @@ import numba
 import numpy as np
 
 from streamfs.engine.kernel import batch
-from streamfs.engine.kernel.fixed import DIGITS
+from streamfs.engine.kernel import distinct as table
+from streamfs.engine.kernel.fixed import DIGITS, mean_float, to_float
 from streamfs.engine.kernel.run import rows_of_columns
 from streamfs.engine.kernel.store import KernelStore
 from streamfs.engine.serving import ServingColumns, ServingState, is_plain, serving_state
@@ -46,22 +47,39 @@ def step_rows(
     region: np.ndarray,
     complete: tuple,  # type: ignore[type-arg]
     cvalid: np.ndarray,
+    settle_ops: np.ndarray,
 ) -> None:
     """Each slot's step rows, slot by slot, each group's rows in its own region: group g's rows
     are written from row region[g] on, key after key, so they are contiguous. Row r holds the
     group's values from starts[r] on (its other columns are unused); steps[s, g] how many rows
     slot s's group g has. A slot < 0 (no such key) or without an accepted event has none.
     exact[s] is 0 where a value cannot be given exactly (the caller uses the Python engine for
-    that key).
+    that key). `settle_ops`: the ops without count_distinct's (see _fold).
 
     With allowed lateness a key's complete tiles (every accepted event settled, valid where
     cvalid) are read instead of its settled tiles plus its buffer: a hot key's buffer holds a
     lateness' worth of events, and every read walked it (count_distinct twice over)."""
     maxt = state[0]
-    btime, bnext, bhead = buffer[0], buffer[2], buffer[5]
     scratch = np.zeros(2 * DIGITS + 4, np.int64)
     window = np.zeros(state[6].shape[1], np.int64)
-    leaving = np.zeros(int(groups[:, 1].max()) + 2 if groups.shape[0] else 1, np.bool_)
+    longest = int(groups[:, 1].max()) + 1 if groups.shape[0] else 1
+    folded = (  # one key's tiles from the window at its newest event on, its buffer settled in
+        np.zeros(1, np.int64),
+        np.zeros(1, np.int64),
+        np.empty((1, state[2].shape[1]), np.int64),
+        np.empty((1, state[3].shape[1]), np.int64),
+        np.empty((1, state[4].shape[1]), np.int64),
+        np.empty((1, state[5].shape[1]), np.float64),
+        np.zeros((1, state[6].shape[1]), np.int64),
+    )
+    places = np.zeros((groups.shape[0], 3), np.int64)
+    best_value = np.empty((readers.shape[0], longest), np.float64)  # min/max/last/first of the
+    best_time = np.empty((readers.shape[0], longest), np.int64)  # windows from tile lo + d on
+    best_seq = np.empty((readers.shape[0], longest), np.int64)
+    best_id = np.empty((readers.shape[0], longest), np.int64)
+    windowed = False
+    for g in range(groups.shape[0]):
+        windowed = windowed or groups[g, 0] != 0
     next_row = region.copy()
     for s in range(slots.shape[0]):
         slot = slots[s]
@@ -73,48 +91,284 @@ def step_rows(
         exact[s] = 1
         use_buffer = lateness == 0 or cvalid[slot] == 0
         tiles = state if use_buffer else complete
-        tids = tiles[2]
         watermark = newest - lateness if use_buffer else newest  # (what the tiles settled up to)
+        if windowed:
+            _fold(slot, newest, use_buffer, tiles, buffer, distinct, groups, ops, settle_ops,
+                  distinct_features, folded, places)  # fmt: skip
         for g in range(groups.shape[0]):
-            hop, ring, tid_off = groups[g, 0], groups[g, 1], groups[g, 2]
             r = next_row[g]
-            first_row = r
-            if not batch._read(
-                slot, newest, watermark, tiles, distinct, buffer, groups, ops, readers,
-                distinct_features, window, scratch, out_int, out_float, r, use_buffer, g,
-            ):  # fmt: skip
-                exact[s] = 0
-            starts[r] = newest
-            r += 1
-            if hop:
-                base = newest // hop
-                leaving[: ring + 1] = False
-                for position in range(ring):  # tile base + k - ring leaves the window at b_k
-                    tile = tids[slot, tid_off + position]
-                    if tile != batch.EMPTY_TILE and base - ring < tile <= base:
-                        leaving[tile - base + ring] = True
-                e = bhead[slot] if use_buffer else -1
-                while e != -1:
-                    tile = btime[e] // hop
-                    if base - ring < tile <= base:
-                        leaving[tile - base + ring] = True
-                    e = bnext[e]
-                for k in range(1, ring + 1):
-                    if not leaving[k]:
-                        continue  # the same tiles and events as the window at b_(k-1)
-                    if not batch._read(
-                        slot, (base + k) * hop, watermark, tiles, distinct, buffer, groups, ops,
-                        readers, distinct_features, window, scratch, out_int, out_float, r, use_buffer, g,
-                    ):  # fmt: skip
-                        exact[s] = 0
-                    if not _same(readers, g, out_int, out_float, r, r - 1):
-                        starts[r] = (base + k) * hop
-                        r += 1
-            steps[s, g] = r - first_row
-            next_row[g] = r
+            if groups[g, 0] == 0:  # a lifetime group: one step
+                if not batch._read(
+                    slot, newest, watermark, tiles, distinct, buffer, groups, ops, readers,
+                    distinct_features, window, scratch, out_int, out_float, r, use_buffer, g,
+                ):  # fmt: skip
+                    exact[s] = 0
+                starts[r] = newest
+                rows = 1
+            else:
+                rows = _group_steps(
+                    g, newest, groups, ops, readers, window, scratch, out_int, out_float, starts, r,
+                    folded, best_value, best_time, best_seq, best_id, exact, s,
+                )  # fmt: skip
+            steps[s, g] = rows
+            next_row[g] = r + rows
 
 
 @numba.njit(cache=True)
+def _fold(  # type: ignore[no-untyped-def]
+    slot: int,
+    newest: int,
+    use_buffer: bool,
+    tiles: tuple,  # type: ignore[type-arg]
+    buffer: tuple,  # type: ignore[type-arg]
+    distinct: tuple,  # type: ignore[type-arg]
+    groups: np.ndarray,
+    ops: np.ndarray,
+    settle_ops: np.ndarray,
+    distinct_features: int,
+    folded: tuple,  # type: ignore[type-arg]
+    places: np.ndarray,
+):
+    """Copy a key's tiles that the window at its newest event reaches into `folded` (row 0)
+    and settle its buffered events into the copies with batch._settle (every op but
+    count_distinct's), then move each buffered count_distinct value to the tile of its latest
+    time (from the tile of its latest settled time, when that one counts it): what its
+    complete tiles would hold, read by _group_steps."""
+    tids, icell, kcell, fcell = tiles[2], tiles[3], tiles[4], tiles[5]
+    ftids, ficell, fkcell, ffcell = folded[2], folded[3], folded[4], folded[5]
+    for c in range(icell.shape[1]):
+        ficell[0, c] = icell[slot, c]
+    for c in range(kcell.shape[1]):
+        fkcell[0, c] = kcell[slot, c]
+    for c in range(fcell.shape[1]):
+        ffcell[0, c] = fcell[slot, c]
+    for g in range(groups.shape[0]):
+        hop, ring, tid_off = groups[g, 0], groups[g, 1], groups[g, 2]
+        lo = newest // hop - ring + 1 if hop else 0
+        for p in range(ring):
+            tile = tids[slot, tid_off + p]
+            ftids[0, tid_off + p] = batch.EMPTY_TILE if hop and tile < lo else tile
+    if not use_buffer:
+        return
+    btime, bseq, bnext, bvals, bids, bhead = buffer[0], buffer[1], buffer[2], buffer[3], buffer[4], buffer[5]
+    e = bhead[slot]
+    while e != -1:
+        batch._settle(
+            0, btime[e], bseq[e], newest, bvals[e], bids[e], folded, distinct, groups, settle_ops,
+            distinct_features, 0, places,
+        )  # fmt: skip
+        e = bnext[e]
+    ekey, etime, index = distinct[0], distinct[1], distinct[4]
+    for o in range(ops.shape[0]):
+        if ops[o, 0] != batch.OP_DISTINCT:
+            continue
+        g, column, ioff, j = ops[o, 1], ops[o, 2], ops[o, 3], ops[o, 6]
+        hop, ring, tid_off, i_off, ni = groups[g, 0], groups[g, 1], groups[g, 2], groups[g, 3], groups[g, 4]
+        if hop == 0:
+            continue  # (a lifetime group is read by batch._read)
+        lo = newest // hop - ring + 1
+        e = bhead[slot]
+        while e != -1:
+            t, vid = btime[e], bids[e, column]
+            current = t // hop
+            if vid < 0 or current < lo:
+                e = bnext[e]
+                continue
+            latest = True  # the value's latest buffered occurrence (the last in the list on ties)
+            after = False
+            other = bhead[slot]
+            while other != -1:
+                if other == e:
+                    after = True
+                elif bids[other, column] == vid and (btime[other] > t or (after and btime[other] == t)):
+                    latest = False
+                    break
+                other = bnext[other]
+            if latest:
+                entry = table.find(index, ekey, table.packed(slot, j, distinct_features, vid))
+                if entry >= 0:  # settled before (its time ≤ the watermark < t): counted there?
+                    settled = etime[entry] // hop
+                    if settled >= lo and ftids[0, tid_off + settled % ring] == settled:
+                        ficell[0, i_off + (settled % ring) * ni + ioff] -= 1
+                ficell[0, i_off + (current % ring) * ni + ioff] += 1
+            e = bnext[e]
+
+
+@numba.njit(cache=True, inline="always")
+def _group_steps(  # type: ignore[no-untyped-def]
+    g: int,
+    newest: int,
+    groups: np.ndarray,
+    ops: np.ndarray,
+    readers: np.ndarray,
+    window: np.ndarray,
+    scratch: np.ndarray,
+    out_int: np.ndarray,
+    out_float: np.ndarray,
+    starts: np.ndarray,
+    r: int,
+    folded: tuple,  # type: ignore[type-arg]
+    best_value: np.ndarray,
+    best_time: np.ndarray,
+    best_seq: np.ndarray,
+    best_id: np.ndarray,
+    exact: np.ndarray,
+    s: int,
+):
+    """Group g's steps of one key (its tiles folded by _fold) from row r on; returns how many.
+
+    The windows from the newest event on start at tiles lo = newest // H - ring + 1, lo + 1,
+    ... (the one at boundary b_k = (newest // H + k)·H starts at lo + k), and no event is ever
+    added to them: each is the previous one without its oldest tile. So the additive cells are
+    summed once and the leaving tile subtracted at each boundary where one leaves, and
+    min/max/last/first are read off suffix bests: O(ring) per group, not the O(ring²) of
+    reading every window from scratch. Exact sums are integers: subtracting gives the digits,
+    and so the values, that summing the window's tiles anew gives."""
+    hop, ring, tid_off, i_off, ni, tot_off = (
+        groups[g, 0], groups[g, 1], groups[g, 2], groups[g, 3], groups[g, 4], groups[g, 9]
+    )  # fmt: skip
+    ftids, ficell = folded[2], folded[3]
+    base = newest // hop
+    lo = base - ring + 1
+    for c in range(ni):
+        window[tot_off + c] = 0
+    for p in range(ring):
+        if ftids[0, tid_off + p] != batch.EMPTY_TILE:
+            for c in range(ni):
+                window[tot_off + c] += ficell[0, i_off + p * ni + c]
+    batch.normalize_sums(ops, g, window, tot_off)
+    _suffix_bests(g, lo, ring, groups, readers, folded, best_value, best_time, best_seq, best_id)
+    if not _emit(g, 0, window, readers, groups, scratch, out_int, out_float, r, best_value, best_time,
+                 best_seq, best_id):  # fmt: skip
+        exact[s] = 0
+    starts[r] = newest
+    first_row = r
+    r += 1
+    for k in range(1, ring + 1):
+        leaving = lo + k - 1
+        p = leaving % ring
+        if ftids[0, tid_off + p] != leaving:
+            continue  # nothing leaves: the same values as the window at b_(k-1)
+        for c in range(ni):
+            window[tot_off + c] -= ficell[0, i_off + p * ni + c]
+        batch.normalize_sums(ops, g, window, tot_off)
+        if not _emit(g, k, window, readers, groups, scratch, out_int, out_float, r, best_value, best_time,
+                     best_seq, best_id):  # fmt: skip
+            exact[s] = 0
+        if not _same(readers, g, out_int, out_float, r, r - 1):
+            starts[r] = (base + k) * hop
+            r += 1
+    return r - first_row
+
+
+@numba.njit(cache=True, inline="always")
+def _suffix_bests(  # type: ignore[no-untyped-def]
+    g: int,
+    lo: int,
+    ring: int,
+    groups: np.ndarray,
+    readers: np.ndarray,
+    folded: tuple,  # type: ignore[type-arg]
+    best_value: np.ndarray,
+    best_time: np.ndarray,
+    best_seq: np.ndarray,
+    best_id: np.ndarray,
+):
+    """For each min/max/last/first reader q of group g, its value over the tiles from lo + d on
+    (d = 0 .. ring; d = ring: none), as batch._read combines tiles."""
+    tid_off, k_off, nk, f_off, nf = groups[g, 2], groups[g, 5], groups[g, 6], groups[g, 7], groups[g, 8]
+    ftids, fkcell, ffcell = folded[2], folded[4], folded[5]
+    for q in range(readers.shape[0]):
+        kind = readers[q, 0]
+        if readers[q, 1] != g or kind not in (
+            batch.READ_MIN,
+            batch.READ_MAX,
+            batch.READ_LAST,
+            batch.READ_FIRST,
+        ):
+            continue
+        koff, foff = readers[q, 3], readers[q, 5]
+        value, time, seq, vid = np.nan, 0, 0, -1
+        best_value[q, ring], best_time[q, ring], best_seq[q, ring], best_id[q, ring] = value, time, seq, vid
+        for d in range(ring - 1, -1, -1):
+            tile = lo + d
+            p = tile % ring
+            if ftids[0, tid_off + p] == tile:
+                if kind == batch.READ_MIN or kind == batch.READ_MAX:
+                    x = ffcell[0, f_off + p * nf + foff]
+                    if x == x and (value != value or (x < value if kind == batch.READ_MIN else x > value)):
+                        value = x
+                else:
+                    kat = k_off + p * nk + koff
+                    cell_time, cell_seq = fkcell[0, kat], fkcell[0, kat + 1]
+                    if cell_seq != 0 and (
+                        seq == 0
+                        or (
+                            (cell_time > time or (cell_time == time and cell_seq > seq))
+                            if kind == batch.READ_LAST
+                            else (cell_time < time or (cell_time == time and cell_seq < seq))
+                        )
+                    ):
+                        time, seq, vid = cell_time, cell_seq, fkcell[0, kat + 2]
+                        value = ffcell[0, f_off + p * nf + foff] if foff >= 0 else np.nan
+            best_value[q, d], best_time[q, d], best_seq[q, d], best_id[q, d] = value, time, seq, vid
+
+
+@numba.njit(cache=True, inline="always")
+def _emit(
+    g: int,
+    d: int,
+    window: np.ndarray,
+    readers: np.ndarray,
+    groups: np.ndarray,
+    scratch: np.ndarray,
+    out_int: np.ndarray,
+    out_float: np.ndarray,
+    i: int,
+    best_value: np.ndarray,
+    best_time: np.ndarray,
+    best_seq: np.ndarray,
+    best_id: np.ndarray,
+) -> bool:
+    """Row i's group g columns over the window from tile lo + d on: the additive ones from its
+    cells in `window`, the rest from the suffix bests. False where batch._read is not exact."""
+    ok = True
+    tot_off = groups[g, 9]
+    for q in range(readers.shape[0]):
+        if readers[q, 1] != g:
+            continue
+        kind, column, ioff, doff, foff = (
+            readers[q, 0],
+            readers[q, 2],
+            readers[q, 3],
+            readers[q, 4],
+            readers[q, 5],
+        )
+        if kind == batch.READ_N or kind == batch.READ_DISTINCT:
+            out_int[i, column] = window[tot_off + ioff]
+        elif kind == batch.READ_INT:
+            if batch._fits_int64(window, tot_off + ioff):
+                out_int[i, column] = batch.int_value(window, tot_off + ioff)
+            else:
+                ok = False
+        elif kind == batch.READ_SUM:
+            out_float[i, column] = to_float(window, tot_off + doff, scratch)
+        elif kind == batch.READ_MEAN:
+            n = window[tot_off + ioff]
+            if n >= (1 << 31):
+                ok = False
+            else:
+                out_float[i, column] = mean_float(window, tot_off + doff, n, scratch) if n else np.nan
+        elif kind == batch.READ_MIN or kind == batch.READ_MAX:
+            out_float[i, column] = best_value[q, d]
+        elif foff >= 0:  # last/first of a number
+            out_float[i, column] = best_value[q, d] if best_seq[q, d] else np.nan
+        else:
+            out_int[i, column] = best_id[q, d] if best_seq[q, d] else -1
+    return ok
+
+
+@numba.njit(cache=True, inline="always")
 def _same(readers: np.ndarray, g: int, out_int: np.ndarray, out_float: np.ndarray, a: int, b: int) -> bool:
     """Whether rows a and b hold the same values in group g's columns (NaN, i.e. None, equals NaN)."""
     for q in range(readers.shape[0]):
@@ -165,6 +419,7 @@ def serving_columns(store: KernelStore, keys: list[Key], slots: list[int]) -> Se
         region,
         store.complete,
         store.cvalid,
+        np.ascontiguousarray(layout.ops[layout.ops[:, 0] != batch.OP_DISTINCT]),
     )
     found = slot_array >= 0
     maxt = np.full(count, batch.UNSEEN, np.int64)
