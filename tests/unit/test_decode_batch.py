@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
 from streamfs.decode import Decoder
-from streamfs.decode_batch import BatchDecoder, Salvaged, decode_salvaging
+from streamfs.decode_batch import BatchDecoder, Refused, Salvaged, decode_salvaging
 from streamfs.definitions import Aggregate, Entity, FeatureView, KafkaSource
 from streamfs.offline import OfflineWriter
 from streamfs.offline.scan import events_from_table
@@ -330,3 +330,17 @@ def test_a_custom_decoder_takes_the_per_message_path() -> None:
     source = KafkaSource("s", topic="s", schema=Pay, timestamp_field="ts", decoder=orjson.loads)
     assert BatchDecoder.build(source) is None
     assert BatchDecoder.build(SOURCE) is not None
+
+
+def test_a_parse_error_in_a_batch_read_on_threads_names_its_row_in_the_batch() -> None:
+    """A batch of more than two 256 KB blocks is parsed on Arrow's threads, whose parse errors
+    count rows from their block's start: the refusal must still name the record in the batch."""
+    decoder = BatchDecoder.build(SOURCE)
+    assert decoder is not None
+    values: list[bytes | None] = [orjson.dumps({**GOOD, "n": i, "note": "x" * 100}) for i in range(8_000)]
+    assert sum(len(v) for v in values if v) > 3 * (1 << 18)  # (so several blocks, on threads)
+    good = decoder.decode_or_refuse("pays", 3, list(range(8_000)), values, [7] * 8_000)
+    assert not isinstance(good, Refused) and good.num_rows == 8_000
+    values[6_500] = b"not json"
+    refused = decoder.decode_or_refuse("pays", 3, list(range(8_000)), values, [7] * 8_000)
+    assert refused == Refused(6_500)
