@@ -4,9 +4,10 @@ The same state model as the Python engine (see engine/__init__.py), over arrays.
 *slot*) and window group, a ring of L/H *settled* tiles (tile i at position i mod L/H) covering
 the tiles the window at the key's watermark w = newest - allowed lateness can still reach, the
 running total of the ring's additive cells (counts, exact sums, per-tile distinct counts), and
-a *buffer* of the accepted events after w (a linked list in a shared pool). An event at or
-before w settles into its tile at once; later ones wait in the buffer until w passes them. With
-allowed lateness 0 the buffer stays empty and each event settles on arrival.
+a *buffer* of the accepted events after w (a linked list in time order, in a shared pool). An
+event at or before w settles into its tile at once; later ones wait in the buffer until w
+passes them (the buffer's front). With allowed lateness 0 the buffer stays empty and each
+event settles on arrival.
 
 An event's row is the window [start(t), t] at its own time t ≥ w: the ring's total minus the
 ring tiles older than first_tile(t) (at most lateness/H + 1 of them), plus the buffered events
@@ -40,7 +41,6 @@ from streamfs.engine.kernel.fixed import (
 )
 
 UNSEEN = np.iinfo(np.int64).min
-NO_TIME = np.iinfo(np.int64).max  # the earliest buffered time of a key with an empty buffer
 EMPTY_TILE = np.iinfo(np.int64).min
 COMPLETE_AT = 8
 """Buffered events of a key at which its rows start reading complete tiles (kept up to date from
@@ -60,6 +60,36 @@ READ_N, READ_INT, READ_SUM, READ_MEAN, READ_MIN, READ_MAX, READ_DISTINCT, READ_L
 # the ids column. READ_LAST/READ_FIRST rows: kind, group, output column, kcell offset, 0, fcell
 # offset (-1: an id), input column (values or ids), 0.
 assert DIGITS == 7 and SCALE == 96  # _fits_int64 and int_value read digits 3-6 as the integer
+
+
+@numba.njit(cache=True, inline="always")
+def buffer_insert(
+    btime: np.ndarray, bnext: np.ndarray, bhead: np.ndarray, btail: np.ndarray, slot: int, e: int
+) -> None:
+    """Link entry e into its key's buffer, which is in time order (equal times in the order
+    they came): at the tail for an event in order (most are), else after the last entry not
+    later than it. The watermark then settles the buffer from its head, walking only what
+    it settles."""
+    tail = btail[slot]
+    t = btime[e]
+    if tail == -1 or btime[tail] <= t:
+        bnext[e] = -1
+        if tail == -1:
+            bhead[slot] = e
+        else:
+            bnext[tail] = e
+        btail[slot] = e
+        return
+    previous = -1
+    following = bhead[slot]
+    while btime[following] <= t:  # (stops at the tail at the latest: it is later than t)
+        previous = following
+        following = bnext[following]
+    bnext[e] = following
+    if previous == -1:
+        bhead[slot] = e
+    else:
+        bnext[previous] = e
 
 
 @numba.njit(cache=True, inline="always")
@@ -547,7 +577,7 @@ def process(  # type: ignore[no-untyped-def]
     as the window at max(t, newest) (serve: what the online store answers) or max(t, watermark)
     (evaluate), into row q of ask_int/ask_float, with the key's newest time (UNSEEN if none)."""
     maxt, seq, tot = state[0], state[1], state[6]
-    btime, bseq, bnext, bvals, bids, bhead, bmeta, bmin = buffer
+    btime, bseq, bnext, bvals, bids, bhead, bmeta, btail = buffer
     scratch = np.zeros(2 * DIGITS + 4, np.int64)
     window = np.zeros(tot.shape[1], np.int64)
     places = np.zeros((groups.shape[0], 3), np.int64)
@@ -605,44 +635,33 @@ def process(  # type: ignore[no-untyped-def]
             bseq[e] = seq[slot]
             bvals[e] = values[i]
             bids[e] = ids[i]
-            bnext[e] = bhead[slot]
-            bhead[slot] = e
-            if t < bmin[slot]:
-                bmin[slot] = t
-        if moved and lateness and bmin[slot] <= watermark:  # settle what the watermark passed
+            buffer_insert(btime, bnext, bhead, btail, slot, e)
+        if moved and lateness:  # settle what the watermark passed: the front of the buffer
             e = bhead[slot]
-            previous = -1
-            bmin[slot] = NO_TIME
-            while e != -1:
+            while e != -1 and btime[e] <= watermark:
                 following = bnext[e]
-                if btime[e] <= watermark:
-                    if previous == -1:
-                        bhead[slot] = following
-                    else:
-                        bnext[previous] = following
-                    _settle(
-                        slot,
-                        btime[e],
-                        bseq[e],
-                        watermark,
-                        bvals[e],
-                        bids[e],
-                        state,
-                        distinct,
-                        groups,
-                        ops,
-                        distinct_features,
-                        0,
-                        places,
-                    )
-                    bnext[e] = bmeta[0]  # push onto the free list
-                    bmeta[0] = e
-                    bmeta[1] += 1
-                else:
-                    previous = e
-                    if btime[e] < bmin[slot]:
-                        bmin[slot] = btime[e]
+                _settle(
+                    slot,
+                    btime[e],
+                    bseq[e],
+                    watermark,
+                    bvals[e],
+                    bids[e],
+                    state,
+                    distinct,
+                    groups,
+                    ops,
+                    distinct_features,
+                    0,
+                    places,
+                )
+                bnext[e] = bmeta[0]  # push onto the free list
+                bmeta[0] = e
+                bmeta[1] += 1
                 e = following
+            bhead[slot] = e
+            if e == -1:
+                btail[slot] = -1
         if not rows:
             cvalid[slot] = 0  # the complete tiles are rebuilt when a row needs them
             continue

@@ -197,10 +197,10 @@ def _push_buffer(
     values: np.ndarray,
     ids: np.ndarray,
 ) -> None:
-    """Buffer these events (the caller reserved room), last first, so each key's list comes out
-    in the order `_buffered` listed it."""
-    btime, bseq, bnext, bvals, bids, bhead, bmeta, bmin = buffer
-    for i in range(len(slots) - 1, -1, -1):
+    """Buffer these events (the caller reserved room), in the order `_buffered` listed them
+    (each key's list is in time order: they go back in the same order)."""
+    btime, bseq, bnext, bvals, bids, bhead, bmeta, btail = buffer
+    for i in range(len(slots)):
         e = bmeta[0]
         bmeta[0] = bnext[e]
         bmeta[1] -= 1
@@ -209,7 +209,4 @@ def _push_buffer(
         bseq[e] = seqs[i]
         bvals[e] = values[i]
         bids[e] = ids[i]
-        bnext[e] = bhead[slot]
-        bhead[slot] = e
-        if times[i] < bmin[slot]:
-            bmin[slot] = times[i]
+        batch.buffer_insert(btime, bnext, bhead, btail, slot, e)

@@ -82,7 +82,7 @@ class KernelStore:
         self.bvals = np.empty((0, width), np.float64)
         self.bids = np.empty((0, max(len(layout.id_columns), 1)), np.int64)
         self.bhead = np.empty(0, np.int64)
-        self.bmin = np.empty(0, np.int64)  # each key's earliest buffered time (batch.NO_TIME: none)
+        self.btail = np.empty(0, np.int64)  # each key's last buffered event (-1: none)
         self.bmeta = np.array([-1, 0], np.int64)  # free list head, free entries
         self._id_column = {slot: c for c, slot in enumerate(layout.id_columns)}
 
@@ -100,7 +100,7 @@ class KernelStore:
 
     @property
     def buffer(self) -> tuple[np.ndarray, ...]:
-        return (self.btime, self.bseq, self.bnext, self.bvals, self.bids, self.bhead, self.bmeta, self.bmin)
+        return (self.btime, self.bseq, self.bnext, self.bvals, self.bids, self.bhead, self.bmeta, self.btail)
 
     def reserve_buffer(self, entries: int) -> None:
         """Make room for `entries` more buffered events."""
@@ -196,7 +196,7 @@ class KernelStore:
         self.tot = more(self.tot, 0)
         self.heads = more(self.heads, -1)
         self.bhead = more(self.bhead, -1)
-        self.bmin = more(self.bmin, batch.NO_TIME)
+        self.btail = more(self.btail, -1)
         self.ctids = more(self.ctids, batch.EMPTY_TILE)
         self.cicell = more(self.cicell, 0)
         self.ckcell = more(self.ckcell, 0)
@@ -220,7 +220,7 @@ class KernelStore:
             self.bmeta[1] += 1
             e = following
         self.bhead[slot] = -1
-        self.bmin[slot] = batch.NO_TIME
+        self.btail[slot] = -1
 
     def drop(self, partition: int) -> None:
         for slot in self.partitions.pop(partition, {}).values():
@@ -413,9 +413,7 @@ class KernelStore:
             self.btime[e], self.bseq[e] = time, seq
             self.bvals[e] = floats
             self.bids[e] = ids
-            self.bnext[e] = self.bhead[slot]
-            self.bhead[slot] = e
-            self.bmin[slot] = min(int(self.bmin[slot]), time)
+            batch.buffer_insert(self.btime, self.bnext, self.bhead, self.btail, slot, e)
         self.reserve(len(entries))
         for j, value, time in entries:
             key_code = table.packed(slot, j, self.distinct_features, self.value_id(value))
