@@ -395,8 +395,10 @@ def serving_columns(store: KernelStore, keys: list[Key], slots: list[int]) -> Se
     region = np.zeros(group_count, np.int64)
     region[1:] = np.cumsum(np.asarray(per_group[:-1], np.int64) * count)
     capacity = count * sum(per_group)
-    out_int = np.zeros((capacity, layout.features), np.int64)  # (_same reads both of a column)
-    out_float = np.zeros((capacity, layout.features), np.float64)
+    # Column-major: each feature's steps are read back as one contiguous run (tolist), and only
+    # the pages of the columns a group has are touched (capacity is an upper bound, mostly unused).
+    out_int = np.zeros((capacity, layout.features), np.int64, order="F")  # (_same reads both of a column)
+    out_float = np.zeros((capacity, layout.features), np.float64, order="F")
     starts = np.empty(capacity, np.int64)
     steps = np.zeros((count, group_count), np.int64)
     exact = np.zeros(count, np.int8)
