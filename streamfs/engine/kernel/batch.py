@@ -613,20 +613,9 @@ def process(  # type: ignore[no-untyped-def]
             _expire(slot, UNSEEN if before == UNSEEN else before - lateness, watermark, state, groups, ops)
         if t <= watermark:
             _settle(
-                slot,
-                t,
-                seq[slot],
-                watermark,
-                values[i],
-                ids[i],
-                state,
-                distinct,
-                groups,
-                ops,
-                distinct_features,
-                0,
-                places,
-            )
+                slot, t, seq[slot], watermark, values[i], ids[i], state, distinct, groups, ops,
+                distinct_features, 0, places,
+            )  # fmt: skip
         else:  # into the buffer (the caller reserved room)
             e = bmeta[0]
             bmeta[0] = bnext[e]  # pop the free list
@@ -641,20 +630,9 @@ def process(  # type: ignore[no-untyped-def]
             while e != -1 and btime[e] <= watermark:
                 following = bnext[e]
                 _settle(
-                    slot,
-                    btime[e],
-                    bseq[e],
-                    watermark,
-                    bvals[e],
-                    bids[e],
-                    state,
-                    distinct,
-                    groups,
-                    ops,
-                    distinct_features,
-                    0,
-                    places,
-                )
+                    slot, btime[e], bseq[e], watermark, bvals[e], bids[e], state, distinct, groups, ops,
+                    distinct_features, 0, places,
+                )  # fmt: skip
                 bnext[e] = bmeta[0]  # push onto the free list
                 bmeta[0] = e
                 bmeta[1] += 1
