@@ -207,11 +207,14 @@ def rows_of_columns(
         if column in ints:
             lists.append(out_int[:, column].tolist())
             continue
-        values = out_float[:, column].tolist()
+        numbers = out_float[:, column]
         if column in int_valued:
-            values = [None if x != x else int(x) for x in values]
-        elif column in nullable:
-            values = [None if x != x else x for x in values]
+            values = [None if x != x else int(x) for x in numbers.tolist()]
+        else:
+            values = numbers.tolist()
+            if column in nullable:  # None where NaN: few (the empty window's step, mostly)
+                for index in np.flatnonzero(np.isnan(numbers)).tolist():
+                    values[index] = None
         lists.append(values)
     if not lists:
         return [()] * len(out_int)
