@@ -93,6 +93,43 @@ def buffer_insert(
 
 
 @numba.njit(cache=True, inline="always")
+def buffer_push(
+    buffer: tuple,  # type: ignore[type-arg]
+    slot: int,
+    t: int,
+    seq: int,
+    values: np.ndarray,
+    ids: np.ndarray,
+) -> None:
+    """Buffer one event of a key (the caller reserved room): a pool entry off the free list,
+    linked in at its place in time order."""
+    btime, bseq, bnext, bvals, bids, bhead, bmeta, btail = buffer
+    e = bmeta[0]
+    bmeta[0] = bnext[e]  # pop the free list
+    bmeta[1] -= 1
+    btime[e] = t
+    bseq[e] = seq
+    bvals[e] = values
+    bids[e] = ids
+    buffer_insert(btime, bnext, bhead, btail, slot, e)
+
+
+@numba.njit(cache=True)
+def buffer_push_all(
+    buffer: tuple,  # type: ignore[type-arg]
+    slots: np.ndarray,
+    times: np.ndarray,
+    seqs: np.ndarray,
+    values: np.ndarray,
+    ids: np.ndarray,
+) -> None:
+    """buffer_push each of these events, in order (restores: a key's events listed in buffer
+    order go back in the same order)."""
+    for i in range(len(slots)):
+        buffer_push(buffer, slots[i], times[i], seqs[i], values[i], ids[i])
+
+
+@numba.njit(cache=True, inline="always")
 def buffered_at_least(bhead: np.ndarray, bnext: np.ndarray, slot: int, count: int) -> bool:
     """The key has at least `count` buffered events (walks at most `count` of them)."""
     e = bhead[slot]
@@ -153,6 +190,56 @@ def int_value(d: np.ndarray, at: int) -> int:
     """The int sum held in digits at `at` (when _fits_int64)."""
     high = d[at + 4] if d[at + 6] == 0 else d[at + 4] - (1 << 32)
     return int(d[at + 3] + (high << 32))
+
+
+@numba.njit(cache=True, inline="always")
+def beats(last: bool, time: int, seq: int, best_time: int, best_seq: int) -> bool:
+    """Whether the event (time, seq) replaces the best one (seq 0: none yet) of a last (or a
+    first): the greatest (or least) event time, ties broken by arrival order (seq)."""
+    if best_seq == 0:
+        return True
+    if last:
+        return time > best_time or (time == best_time and seq > best_seq)
+    return time < best_time or (time == best_time and seq < best_seq)
+
+
+@numba.njit(cache=True, inline="always")
+def extreme(smallest: bool, x: float, best: float) -> float:
+    """min (or max) of the best so far and x, NaN (None) on either side ignored."""
+    if x == x and (best != best or (x < best if smallest else x > best)):
+        return x
+    return best
+
+
+@numba.njit(cache=True, inline="always")
+def read_additive(
+    kind: int,
+    window: np.ndarray,
+    cells: int,
+    digits: int,
+    scratch: np.ndarray,
+    out_int: np.ndarray,
+    out_float: np.ndarray,
+    i: int,
+    column: int,
+) -> bool:
+    """Row i's value of a count, int sum, float sum or mean from its window cells (at `cells`,
+    its exact sum at `digits`). False where it cannot be given exactly here (an int sum beyond
+    int64, a mean over 2**31 values)."""
+    if kind == READ_N:
+        out_int[i, column] = window[cells]
+    elif kind == READ_INT:
+        if not _fits_int64(window, cells):
+            return False
+        out_int[i, column] = int_value(window, cells)
+    elif kind == READ_SUM:
+        out_float[i, column] = to_float(window, digits, scratch)
+    else:  # READ_MEAN
+        n = window[cells]
+        if n >= (1 << 31):
+            return False
+        out_float[i, column] = mean_float(window, digits, n, scratch) if n else np.nan
+    return True
 
 
 @numba.njit(cache=True)
@@ -282,12 +369,7 @@ def _settle(  # type: ignore[no-untyped-def]
                 if vid < 0:
                     continue
             kat = k_off + r * nk + koff
-            have_time, have_seq = kcell[slot, kat], kcell[slot, kat + 1]
-            if kind == OP_LAST:
-                better = have_seq == 0 or t > have_time or (t == have_time and event_seq > have_seq)
-            else:
-                better = have_seq == 0 or t < have_time or (t == have_time and event_seq < have_seq)
-            if better:
+            if beats(kind == OP_LAST, t, event_seq, kcell[slot, kat], kcell[slot, kat + 1]):
                 kcell[slot, kat] = t
                 kcell[slot, kat + 1] = event_seq
                 kcell[slot, kat + 2] = vid
@@ -433,19 +515,11 @@ def _read(
         if only_group >= 0 and g != only_group:
             continue
         tot_off = groups[g, 9]
-        if kind == READ_N:
-            out_int[i, column] = window[tot_off + ioff]
-        elif kind == READ_INT:
-            if not _fits_int64(window, tot_off + ioff):
+        if kind in (READ_N, READ_INT, READ_SUM, READ_MEAN):
+            if not read_additive(
+                kind, window, tot_off + ioff, tot_off + doff, scratch, out_int, out_float, i, column
+            ):
                 return False
-            out_int[i, column] = int_value(window, tot_off + ioff)
-        elif kind == READ_SUM:
-            out_float[i, column] = to_float(window, tot_off + doff, scratch)
-        elif kind == READ_MEAN:
-            n = window[tot_off + ioff]
-            if n >= (1 << 31):
-                return False
-            out_float[i, column] = mean_float(window, tot_off + doff, n, scratch) if n else np.nan
         else:
             hop, ring, tid_off, f_off, nf = (
                 groups[g, 0],
@@ -466,13 +540,7 @@ def _read(
                         continue
                     kat = k_off + r * nk + koff
                     cell_time, cell_seq = kcell[slot, kat], kcell[slot, kat + 1]
-                    if cell_seq == 0:
-                        continue
-                    if best_seq == 0 or (
-                        (cell_time > best_time or (cell_time == best_time and cell_seq > best_seq))
-                        if kind == READ_LAST
-                        else (cell_time < best_time or (cell_time == best_time and cell_seq < best_seq))
-                    ):
+                    if cell_seq != 0 and beats(kind == READ_LAST, cell_time, cell_seq, best_time, best_seq):
                         best_time, best_seq = cell_time, cell_seq
                         best_id = kcell[slot, kat + 2]
                         best_value = fcell[slot, f_off + r * nf + foff] if foff >= 0 else np.nan
@@ -482,14 +550,7 @@ def _read(
                     if start <= bt <= t:
                         present = bvals[e, source] == bvals[e, source] if foff >= 0 else bids[e, source] >= 0
                         event_seq = bseq[e]
-                        if present and (
-                            best_seq == 0
-                            or (
-                                (bt > best_time or (bt == best_time and event_seq > best_seq))
-                                if kind == READ_LAST
-                                else (bt < best_time or (bt == best_time and event_seq < best_seq))
-                            )
-                        ):
+                        if present and beats(kind == READ_LAST, bt, event_seq, best_time, best_seq):
                             best_time, best_seq = bt, event_seq
                             if foff >= 0:
                                 best_value = bvals[e, source]
@@ -527,16 +588,12 @@ def _read(
                 tile = tids[slot, tid_off + r]
                 if tile == EMPTY_TILE or tile < first:
                     continue
-                x = fcell[slot, f_off + r * nf + foff]
-                if x == x and (best != best or (x < best if kind == READ_MIN else x > best)):
-                    best = x
+                best = extreme(kind == READ_MIN, fcell[slot, f_off + r * nf + foff], best)
             e = bhead[slot] if use_buffer else -1
             while e != -1:
                 bt = btime[e]
                 if start <= bt <= t:
-                    x = bvals[e, source]
-                    if x == x and (best != best or (x < best if kind == READ_MIN else x > best)):
-                        best = x
+                    best = extreme(kind == READ_MIN, bvals[e, source], best)
                 e = bnext[e]
             out_float[i, column] = best
     return True
@@ -617,14 +674,7 @@ def process(  # type: ignore[no-untyped-def]
                 distinct_features, 0, places,
             )  # fmt: skip
         else:  # into the buffer (the caller reserved room)
-            e = bmeta[0]
-            bmeta[0] = bnext[e]  # pop the free list
-            bmeta[1] -= 1
-            btime[e] = t
-            bseq[e] = seq[slot]
-            bvals[e] = values[i]
-            bids[e] = ids[i]
-            buffer_insert(btime, bnext, bhead, btail, slot, e)
+            buffer_push(buffer, slot, t, seq[slot], values[i], ids[i])
         if moved and lateness:  # settle what the watermark passed: the front of the buffer
             e = bhead[slot]
             while e != -1 and btime[e] <= watermark:

@@ -10,6 +10,7 @@ exact, faster twin of it. Values that are not numbers are interned (value → id
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -69,6 +70,12 @@ class KernelLayout:
     widths: tuple[int, int, int, int, int]  # row widths of tids, icell, kcell, fcell, tot
     features: int
     lateness: int
+
+    @cached_property
+    def settle_ops(self) -> np.ndarray:
+        """The ops without count_distinct's (what kernel/serving.py settles buffered events with:
+        it moves their count_distinct values itself, without touching the table)."""
+        return np.ascontiguousarray(self.ops[self.ops[:, 0] != batch.OP_DISTINCT])
 
     @classmethod
     def build(cls, compiled: CompiledView) -> KernelLayout | str:

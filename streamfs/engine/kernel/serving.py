@@ -21,7 +21,7 @@ import numpy as np
 
 from streamfs.engine.kernel import batch
 from streamfs.engine.kernel import distinct as table
-from streamfs.engine.kernel.fixed import DIGITS, mean_float, to_float
+from streamfs.engine.kernel.fixed import DIGITS
 from streamfs.engine.kernel.run import rows_of_columns
 from streamfs.engine.kernel.store import KernelStore
 from streamfs.engine.serving import ServingColumns, ServingState, is_plain, serving_state
@@ -295,20 +295,11 @@ def _suffix_bests(  # type: ignore[no-untyped-def]
             p = tile % ring
             if ftids[0, tid_off + p] == tile:
                 if kind == batch.READ_MIN or kind == batch.READ_MAX:
-                    x = ffcell[0, f_off + p * nf + foff]
-                    if x == x and (value != value or (x < value if kind == batch.READ_MIN else x > value)):
-                        value = x
+                    value = batch.extreme(kind == batch.READ_MIN, ffcell[0, f_off + p * nf + foff], value)
                 else:
                     kat = k_off + p * nk + koff
                     cell_time, cell_seq = fkcell[0, kat], fkcell[0, kat + 1]
-                    if cell_seq != 0 and (
-                        seq == 0
-                        or (
-                            (cell_time > time or (cell_time == time and cell_seq > seq))
-                            if kind == batch.READ_LAST
-                            else (cell_time < time or (cell_time == time and cell_seq < seq))
-                        )
-                    ):
+                    if cell_seq != 0 and batch.beats(kind == batch.READ_LAST, cell_time, cell_seq, time, seq):
                         time, seq, vid = cell_time, cell_seq, fkcell[0, kat + 2]
                         value = ffcell[0, f_off + p * nf + foff] if foff >= 0 else np.nan
             best_value[q, d], best_time[q, d], best_seq[q, d], best_id[q, d] = value, time, seq, vid
@@ -344,21 +335,13 @@ def _emit(
             readers[q, 4],
             readers[q, 5],
         )
-        if kind == batch.READ_N or kind == batch.READ_DISTINCT:
+        if kind == batch.READ_DISTINCT:  # (its per-tile counts are additive: the buffer is folded in)
             out_int[i, column] = window[tot_off + ioff]
-        elif kind == batch.READ_INT:
-            if batch._fits_int64(window, tot_off + ioff):
-                out_int[i, column] = batch.int_value(window, tot_off + ioff)
-            else:
+        elif kind in (batch.READ_N, batch.READ_INT, batch.READ_SUM, batch.READ_MEAN):
+            if not batch.read_additive(
+                kind, window, tot_off + ioff, tot_off + doff, scratch, out_int, out_float, i, column
+            ):
                 ok = False
-        elif kind == batch.READ_SUM:
-            out_float[i, column] = to_float(window, tot_off + doff, scratch)
-        elif kind == batch.READ_MEAN:
-            n = window[tot_off + ioff]
-            if n >= (1 << 31):
-                ok = False
-            else:
-                out_float[i, column] = mean_float(window, tot_off + doff, n, scratch) if n else np.nan
         elif kind == batch.READ_MIN or kind == batch.READ_MAX:
             out_float[i, column] = best_value[q, d]
         elif foff >= 0:  # last/first of a number
@@ -421,7 +404,7 @@ def serving_columns(store: KernelStore, keys: list[Key], slots: list[int]) -> Se
         region,
         store.complete,
         store.cvalid,
-        np.ascontiguousarray(layout.ops[layout.ops[:, 0] != batch.OP_DISTINCT]),
+        layout.settle_ops,
     )
     found = slot_array >= 0
     maxt = np.full(count, batch.UNSEEN, np.int64)

@@ -135,7 +135,7 @@ def put(store: KernelStore, snapshot: dict[str, Any]) -> int:
     if len(buffer["row"]):
         store.reserve_buffer(len(buffer["row"]))
         ids = buffer["ids"]
-        _push_buffer(
+        batch.buffer_push_all(
             store.buffer, slots[buffer["row"]], buffer["time"], buffer["seq"], buffer["values"],
             renumber(ids.ravel()).reshape(ids.shape),
         )  # fmt: skip
@@ -186,27 +186,3 @@ def _buffered(bhead: np.ndarray, bnext: np.ndarray, slots: np.ndarray):  # type:
             i += 1
             e = bnext[e]
     return rows, entries
-
-
-@numba.njit(cache=True)
-def _push_buffer(
-    buffer: tuple[np.ndarray, ...],
-    slots: np.ndarray,
-    times: np.ndarray,
-    seqs: np.ndarray,
-    values: np.ndarray,
-    ids: np.ndarray,
-) -> None:
-    """Buffer these events (the caller reserved room), in the order `_buffered` listed them
-    (each key's list is in time order: they go back in the same order)."""
-    btime, bseq, bnext, bvals, bids, bhead, bmeta, btail = buffer
-    for i in range(len(slots)):
-        e = bmeta[0]
-        bmeta[0] = bnext[e]
-        bmeta[1] -= 1
-        slot = slots[i]
-        btime[e] = times[i]
-        bseq[e] = seqs[i]
-        bvals[e] = values[i]
-        bids[e] = ids[i]
-        batch.buffer_insert(btime, bnext, bhead, btail, slot, e)

@@ -406,14 +406,16 @@ class KernelStore:
             if first_of[g] is None or time // compiled.groups[g].hop >= first_of[g]  # type: ignore[operator]
         ]
         self.reserve_buffer(len(buffered))
-        for time, seq, floats, ids in buffered:
-            e = int(self.bmeta[0])
-            self.bmeta[0] = self.bnext[e]
-            self.bmeta[1] -= 1
-            self.btime[e], self.bseq[e] = time, seq
-            self.bvals[e] = floats
-            self.bids[e] = ids
-            batch.buffer_insert(self.btime, self.bnext, self.bhead, self.btail, slot, e)
+        if buffered:
+            times, seqs, floats, ids = zip(*buffered, strict=True)
+            batch.buffer_push_all(
+                self.buffer,
+                np.full(len(buffered), slot, np.int64),
+                np.array(times, np.int64),
+                np.array(seqs, np.int64),
+                np.array(floats, np.float64).reshape(len(buffered), self.bvals.shape[1]),
+                np.array(ids, np.int64).reshape(len(buffered), self.bids.shape[1]),
+            )
         self.reserve(len(entries))
         for j, value, time in entries:
             key_code = table.packed(slot, j, self.distinct_features, self.value_id(value))
