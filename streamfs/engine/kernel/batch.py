@@ -39,6 +39,7 @@ from streamfs.engine.kernel.fixed import (
     normalize,
     to_float,
 )
+from streamfs.engine.kernel.unmanaged import unmanaged
 
 UNSEEN = np.iinfo(np.int64).min
 EMPTY_TILE = np.iinfo(np.int64).min
@@ -109,12 +110,14 @@ def buffer_push(
     bmeta[1] -= 1
     btime[e] = t
     bseq[e] = seq
-    bvals[e] = values
-    bids[e] = ids
+    for c in range(bvals.shape[1]):  # (element by element: a slice assignment may allocate)
+        bvals[e, c] = values[c]
+    for c in range(bids.shape[1]):
+        bids[e, c] = ids[c]
     buffer_insert(btime, bnext, bhead, btail, slot, e)
 
 
-@numba.njit(cache=True)
+@unmanaged
 def buffer_push_all(
     buffer: tuple,  # type: ignore[type-arg]
     slots: np.ndarray,
@@ -242,7 +245,7 @@ def read_additive(
     return True
 
 
-@numba.njit(cache=True)
+@unmanaged
 def normalize_sums(ops: np.ndarray, g: int, cells: np.ndarray, at: int) -> None:
     """Propagate the carries of group g's exact sums in cells[at:] (after digit-wise +/-)."""
     for o in range(ops.shape[0]):
@@ -252,7 +255,7 @@ def normalize_sums(ops: np.ndarray, g: int, cells: np.ndarray, at: int) -> None:
             normalize(cells, at + ops[o, 3])
 
 
-@numba.njit(cache=True)
+@unmanaged
 def _expire(
     slot: int,
     before: int,
@@ -292,7 +295,7 @@ def _expire(
             normalize_sums(ops, g, tot[slot], tot_off)
 
 
-@numba.njit(cache=True)
+@unmanaged
 def _settle(  # type: ignore[no-untyped-def]
     slot: int,
     t: int,
@@ -430,7 +433,7 @@ def _settle(  # type: ignore[no-untyped-def]
                 fcell[slot, at] = x
 
 
-@numba.njit(cache=True)
+@unmanaged
 def _read(
     slot: int,
     t: int,
@@ -632,12 +635,55 @@ def process(  # type: ignore[no-untyped-def]
 
     asks rows: (position, slot or -1, t, serve): answered after the first `position` events,
     as the window at max(t, newest) (serve: what the online store answers) or max(t, watermark)
-    (evaluate), into row q of ask_int/ask_float, with the key's newest time (UNSEEN if none)."""
-    maxt, seq, tot = state[0], state[1], state[6]
-    btime, bseq, bnext, bvals, bids, bhead, bmeta, btail = buffer
+    (evaluate), into row q of ask_int/ask_float, with the key's newest time (UNSEEN if none).
+
+    This allocates the loop's scratch arrays; the loop itself (_run_events) runs without
+    reference counting (see the module docstring)."""
     scratch = np.zeros(2 * DIGITS + 4, np.int64)
-    window = np.zeros(tot.shape[1], np.int64)
+    window = np.zeros(state[6].shape[1], np.int64)
     places = np.zeros((groups.shape[0], 3), np.int64)
+    return _run_events(
+        slots, times, values, ids, rows, lateness, state, distinct, buffer, groups, ops, readers,
+        distinct_features, accepted, newest, out_int, out_float, asks, ask_newest, ask_int,
+        ask_float, complete, cvalid, half, complete_at,
+        scratch, window, places,
+    )  # fmt: skip
+
+
+@unmanaged
+def _run_events(  # type: ignore[no-untyped-def]
+    slots: np.ndarray,
+    times: np.ndarray,
+    values: np.ndarray,
+    ids: np.ndarray,
+    rows: bool,
+    lateness: int,
+    state: tuple,  # type: ignore[type-arg]
+    distinct: tuple,  # type: ignore[type-arg]
+    buffer: tuple,  # type: ignore[type-arg]
+    groups: np.ndarray,
+    ops: np.ndarray,
+    readers: np.ndarray,
+    distinct_features: int,
+    accepted: np.ndarray,
+    newest: np.ndarray,
+    out_int: np.ndarray,
+    out_float: np.ndarray,
+    asks: np.ndarray,
+    ask_newest: np.ndarray,
+    ask_int: np.ndarray,
+    ask_float: np.ndarray,
+    complete: tuple,  # type: ignore[type-arg]
+    cvalid: np.ndarray,
+    half: int,
+    complete_at: int,
+    scratch: np.ndarray,
+    window: np.ndarray,
+    places: np.ndarray,
+):
+    """process's loop (see process)."""
+    maxt, seq = state[0], state[1]
+    btime, bseq, bnext, bvals, bids, bhead, bmeta, btail = buffer
     q = 0
     for i in range(len(times) + 1):
         while q < asks.shape[0] and asks[q, 0] <= i:
@@ -727,7 +773,7 @@ def process(  # type: ignore[no-untyped-def]
     return len(times), False, q
 
 
-@numba.njit(cache=True)
+@unmanaged
 def _rebuild_complete(  # type: ignore[no-untyped-def]
     slot: int,
     state: tuple,  # type: ignore[type-arg]

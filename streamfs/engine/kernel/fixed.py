@@ -20,6 +20,8 @@ from typing import Any
 import numba
 import numpy as np
 
+from streamfs.engine.kernel.unmanaged import unmanaged
+
 SCALE = 96
 """Bits after the binary point: x is representable down to 2**-96 (every float ≥ ~1e-13 whole)."""
 DIGITS = 7
@@ -114,7 +116,7 @@ def add_float(d: np.ndarray, at: int, x: float, sign: int) -> None:
     d[top] += carry
 
 
-@numba.njit(cache=True)
+@unmanaged
 def _round_magnitude(mag: np.ndarray, count: int, shift: int, sticky: bool) -> float:
     """Correctly rounded value of Σ mag[i]·2**(32i) · 2**-shift (+ a nonzero remainder below it
     if sticky), for nonnegative digits in [0, 2**32)."""
@@ -151,7 +153,7 @@ def _round_magnitude(mag: np.ndarray, count: int, shift: int, sticky: bool) -> f
     return math.ldexp(float(keep), cut + 10 - shift)
 
 
-@numba.njit(cache=True)
+@unmanaged
 def _magnitude(d: np.ndarray, at: int, out: np.ndarray, extra: int) -> int:
     """|N| as nonnegative digits into out[extra:extra+DIGITS] (out[:extra] zero); returns the sign."""
     for i in range(extra):
@@ -168,14 +170,14 @@ def _magnitude(d: np.ndarray, at: int, out: np.ndarray, extra: int) -> int:
     return -1 if negative else 1
 
 
-@numba.njit(cache=True)
+@unmanaged
 def to_float(d: np.ndarray, at: int, scratch: np.ndarray) -> float:
     """N·2**-SCALE rounded once to the nearest float."""
     sign = _magnitude(d, at, scratch, 0)
     return sign * _round_magnitude(scratch, DIGITS, SCALE, False)
 
 
-@numba.njit(cache=True)
+@unmanaged
 def mean_float(d: np.ndarray, at: int, n: int, scratch: np.ndarray) -> float:
     """N·2**-SCALE / n rounded once (n ≥ 1, n < 2**31): long division with 3 extra digits."""
     sign = _magnitude(d, at, scratch, 3)

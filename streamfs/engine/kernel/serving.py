@@ -24,6 +24,7 @@ from streamfs.engine.kernel import distinct as table
 from streamfs.engine.kernel.fixed import DIGITS
 from streamfs.engine.kernel.run import rows_of_columns
 from streamfs.engine.kernel.store import KernelStore
+from streamfs.engine.kernel.unmanaged import unmanaged
 from streamfs.engine.serving import ServingColumns, ServingState, is_plain, serving_state
 from streamfs.engine.state import Key
 
@@ -59,7 +60,6 @@ def step_rows(
     With allowed lateness a key's complete tiles (every accepted event settled, valid where
     cvalid) are read instead of its settled tiles plus its buffer: a hot key's buffer holds a
     lateness' worth of events, and every read walked it (count_distinct twice over)."""
-    maxt = state[0]
     scratch = np.zeros(2 * DIGITS + 4, np.int64)
     window = np.zeros(state[6].shape[1], np.int64)
     longest = int(groups[:, 1].max()) + 1 if groups.shape[0] else 1
@@ -77,10 +77,48 @@ def step_rows(
     best_time = np.empty((readers.shape[0], longest), np.int64)  # windows from tile lo + d on
     best_seq = np.empty((readers.shape[0], longest), np.int64)
     best_id = np.empty((readers.shape[0], longest), np.int64)
+    _step_rows_loop(
+        slots, lateness, state, distinct, buffer, groups, ops, readers, distinct_features, out_int,
+        out_float, starts, steps, exact, region, complete, cvalid, settle_ops,
+        scratch, window, folded, places, best_value, best_time, best_seq, best_id, region.copy(),
+    )  # fmt: skip
+
+
+@unmanaged
+def _step_rows_loop(
+    slots: np.ndarray,
+    lateness: int,
+    state: tuple,  # type: ignore[type-arg]
+    distinct: tuple,  # type: ignore[type-arg]
+    buffer: tuple,  # type: ignore[type-arg]
+    groups: np.ndarray,
+    ops: np.ndarray,
+    readers: np.ndarray,
+    distinct_features: int,
+    out_int: np.ndarray,
+    out_float: np.ndarray,
+    starts: np.ndarray,
+    steps: np.ndarray,
+    exact: np.ndarray,
+    region: np.ndarray,
+    complete: tuple,  # type: ignore[type-arg]
+    cvalid: np.ndarray,
+    settle_ops: np.ndarray,
+    scratch: np.ndarray,
+    window: np.ndarray,
+    folded: tuple,  # type: ignore[type-arg]
+    places: np.ndarray,
+    best_value: np.ndarray,
+    best_time: np.ndarray,
+    best_seq: np.ndarray,
+    best_id: np.ndarray,
+    next_row: np.ndarray,
+) -> None:
+    """step_rows' loop, without reference counting (batch.py says why)."""
+    maxt = state[0]
     windowed = False
     for g in range(groups.shape[0]):
         windowed = windowed or groups[g, 0] != 0
-    next_row = region.copy()
     for s in range(slots.shape[0]):
         slot = slots[s]
         if slot < 0:
@@ -114,7 +152,7 @@ def step_rows(
             next_row[g] = r + rows
 
 
-@numba.njit(cache=True)
+@unmanaged
 def _fold(  # type: ignore[no-untyped-def]
     slot: int,
     newest: int,
