@@ -398,14 +398,14 @@ class ViewEngine:
 
     def _kernel_for_batch(self) -> KernelStore | None:
         """The kernel store, compacted or left behind first where its limits say so: value ids
-        and (slot, feature) pairs must fit the count_distinct table's packed 32-bit fields, and
+        and (slot, field) pairs must fit the count_distinct table's packed 32-bit fields, and
         values no state holds any more (expired count_distinct values, settled buffers) must not
         stay interned forever: past COMPACT_AT ids, when fewer than a quarter can still be in
         use, every key's state goes through KeyState into a fresh store."""
         store = self._kernel
         if store is None:
             return None
-        if len(store.id_values) >= 2**31 or (store.capacity + 1) * store.distinct_features >= 2**31:
+        if len(store.id_values) >= 2**31 or (store.capacity + 1) * store.fields >= 2**31:
             self._leave_kernel()
             return None
         interned = len(store.id_values)

@@ -126,7 +126,7 @@ def run_both(
             out[name].append([(r.reason, r.detail, r.position) for r in result.rejected])
         previous = cut
         if kernel._kernel is not None:  # prune may run before any batch: make it run here
-            kernel._kernel._prune(len(kernel._kernel.ekey))
+            kernel._kernel._prune(len(kernel._kernel.table))
         if cut == restore_at:
             snapshots = {
                 name: [json.loads(json.dumps(e.snapshot(p))) for p in e.partitions]

@@ -4,10 +4,11 @@ The Python engine (engine/ingest, reads, ...) is the definition; the kernel is i
 the common shape of view (see layout.py), 5-8x faster per event through ViewEngine.process and
 12x through the columnar process_table, and it hands a view back to the Python engine whenever
 it meets something it cannot hold exactly. Modules: fixed (exact sums in fixed point), distinct
-(count_distinct entries), batch (the event loop), layout (a view as the kernel's tables), store
-(the arrays and KeyState in and out), run (a batch in, rows or answers out), columns (archive
-tables straight to the kernel's arrays), serving (Redis serving states off the arrays), snapshot
-(a partition's arrays as a checkpoint snapshot and back).
+(count_distinct values: one table row per key, field and value), batch (the event loop), layout
+(a view as the kernel's tables), store (the arrays and KeyState in and out), run (a batch in,
+rows or answers out), columns (archive tables straight to the kernel's arrays), serving (Redis
+serving states off the arrays), snapshot (a partition's arrays as a checkpoint snapshot and
+back), unmanaged (the loops compiled without reference counting).
 
 STREAMFS_ENGINE=python turns the kernel off (every view runs on the Python engine).
 """

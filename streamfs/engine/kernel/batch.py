@@ -43,6 +43,8 @@ from streamfs.engine.kernel.unmanaged import unmanaged
 
 UNSEEN = np.iinfo(np.int64).min
 EMPTY_TILE = np.iinfo(np.int64).min
+NOT_LOOKED_UP = -2
+"""_settle's `found` scratch: the field's value was not looked up yet for this event."""
 COMPLETE_AT = 8
 """Buffered events of a key at which its rows start reading complete tiles (kept up to date from
 then on) instead of its settled tiles plus its buffer. Keeping them doubles a key's settling
@@ -140,41 +142,6 @@ def buffered_at_least(bhead: np.ndarray, bnext: np.ndarray, slot: int, count: in
         count -= 1
         e = bnext[e]
     return count <= 0
-
-
-@numba.njit(cache=True)
-def rebuild_need(
-    slots: np.ndarray,
-    cvalid: np.ndarray,
-    enext: np.ndarray,
-    heads: np.ndarray,
-    half: int,
-    bhead: np.ndarray,
-    bnext: np.ndarray,
-    complete_at: int,
-) -> int:
-    """How many count_distinct entries rebuilding the complete tiles of this batch's keys may
-    copy (an upper bound): each key whose complete tiles are not valid and whose buffer may reach
-    `complete_at` events in this batch (its buffered events plus its events in the batch),
-    counted once."""
-    need = 0
-    order = np.sort(slots)
-    i = 0
-    while i < len(order):
-        slot = order[i]
-        k = i
-        while k < len(order) and order[k] == slot:
-            k += 1
-        events = k - i
-        i = k
-        if cvalid[slot] != 0 or not buffered_at_least(bhead, bnext, slot, complete_at - events):
-            continue
-        for j in range(half):
-            e = heads[slot, j]
-            while e != -1:
-                need += 1
-                e = enext[e]
-    return need
 
 
 @numba.njit(cache=True, inline="always")
@@ -307,17 +274,23 @@ def _settle(  # type: ignore[no-untyped-def]
     distinct: tuple,  # type: ignore[type-arg]
     groups: np.ndarray,
     ops: np.ndarray,
-    distinct_features: int,
-    j_offset: int,
+    fields: int,
+    which: int,
     places: np.ndarray,
+    found: np.ndarray,
 ):
     """Add an event at or before the watermark to its settled tile (and the ring's total) in
     every group whose ring still reaches its tile. (The complete tiles use this too, with the
-    newest time as the watermark and their own count_distinct entries at j + j_offset.)
-    `places` is scratch: per group, the event's tile, the ring's first tile and the tile's
-    ring position (-1: unreachable), worked out once for all of the group's ops."""
+    newest time as the watermark and `which` = table.COMPLETE: the count_distinct times of the
+    complete tiles.) `places` is scratch: per group, the event's tile, the ring's first tile and
+    the tile's ring position (-1: unreachable), worked out once for all of the group's ops;
+    `found` too: per field, the value's table row (looked up once for all of the field's
+    count_distinct features) and its time before this event."""
     _maxt, _seq, tids, icell, kcell, fcell, tot = state
-    ekey, etime, enext, heads, index, meta = distinct
+    dtable, heads, meta = distinct
+    for o in range(ops.shape[0]):
+        if ops[o, 0] == OP_DISTINCT:
+            found[ops[o, 2], 0] = NOT_LOOKED_UP
     for g in range(groups.shape[0]):
         hop, ring, tid_off, i_off, ni = groups[g, 0], groups[g, 1], groups[g, 2], groups[g, 3], groups[g, 4]
         k_off, nk, f_off, nf = groups[g, 5], groups[g, 6], groups[g, 7], groups[g, 8]
@@ -340,15 +313,7 @@ def _settle(  # type: ignore[no-untyped-def]
             for c in range(nf):
                 fcell[slot, f_off + r * nf + c] = np.nan
     for o in range(ops.shape[0]):
-        kind, g, column, ioff, koff, foff, j = (
-            ops[o, 0],
-            ops[o, 1],
-            ops[o, 2],
-            ops[o, 3],
-            ops[o, 4],
-            ops[o, 5],
-            ops[o, 6],
-        )
+        kind, g, column, ioff, koff, foff = ops[o, 0], ops[o, 1], ops[o, 2], ops[o, 3], ops[o, 4], ops[o, 5]
         r = places[g, 2]
         if r < 0:
             continue
@@ -379,31 +344,33 @@ def _settle(  # type: ignore[no-untyped-def]
                 if foff >= 0:
                     fcell[slot, f_off + r * nf + foff] = x
             continue
-        if kind == OP_DISTINCT:
-            vid = row_ids[column]
-            if vid < 0:
+        if kind == OP_DISTINCT:  # (column: the field, the ids column of the values)
+            if found[column, 0] == NOT_LOOKED_UP:
+                vid = row_ids[column]
+                if vid < 0:
+                    found[column, 0] = -1
+                else:
+                    h = table.find_or_add(
+                        dtable, heads, meta, slot, column, table.packed(slot, column, fields, vid)
+                    )
+                    found[column, 0] = h
+                    found[column, 1] = dtable[h, which]
+            if found[column, 0] < 0:
                 continue
-            j += j_offset
-            key = table.packed(slot, j, distinct_features, vid)
-            e = table.find(index, ekey, key)
-            if e < 0:
-                table.insert(index, ekey, etime, enext, heads, meta, slot, j, key, t)
-                icell[slot, cell] += 1
-                tot[slot, tot_off + ioff] += 1
-                continue
-            previous = etime[e]
+            previous = found[column, 1]
             if previous >= t:
                 continue
-            etime[e] = t
-            old = previous // hop if hop else 0
-            if old == current:
-                continue
-            if old >= first:  # still in the ring: it moves tiles
-                icell[slot, i_off + (old % ring) * ni + ioff] -= 1
-                icell[slot, cell] += 1
-            else:  # it had expired: it counts again
-                icell[slot, cell] += 1
-                tot[slot, tot_off + ioff] += 1
+            if previous != table.NO_TIME:
+                old = previous // hop if hop else 0
+                if old == current:
+                    continue
+                if old >= first:  # still in the ring: it moves tiles
+                    icell[slot, i_off + (old % ring) * ni + ioff] -= 1
+                    icell[slot, cell] += 1
+                    continue
+            # new, or its time had left the ring: it counts again
+            icell[slot, cell] += 1
+            tot[slot, tot_off + ioff] += 1
             continue
         x = row[column]
         if x != x:
@@ -431,6 +398,11 @@ def _settle(  # type: ignore[no-untyped-def]
             at = f_off + r * nf + foff
             if not fcell[slot, at] >= x:
                 fcell[slot, at] = x
+    for o in range(ops.shape[0]):  # the values' latest times, once every feature has read them
+        if ops[o, 0] == OP_DISTINCT:
+            h = found[ops[o, 2], 0]
+            if h >= 0 and t > dtable[h, which]:
+                dtable[h, which] = t
 
 
 @unmanaged
@@ -444,7 +416,7 @@ def _read(
     groups: np.ndarray,
     ops: np.ndarray,
     readers: np.ndarray,
-    distinct_features: int,
+    fields: int,
     window: np.ndarray,
     scratch: np.ndarray,
     out_int: np.ndarray,
@@ -457,7 +429,7 @@ def _read(
     (the other columns of row i are left as they were). False if a value cannot be given exactly
     here (an int sum beyond int64, a mean over 2**31 values)."""
     tids, icell, kcell, fcell, tot = state[2], state[3], state[4], state[5], state[6]
-    ekey, etime, index = distinct[0], distinct[1], distinct[4]
+    dtable = distinct[0]
     btime, bseq, bnext, bvals, bids, bhead = buffer[0], buffer[1], buffer[2], buffer[3], buffer[4], buffer[5]
     width = tot.shape[1]
     for c in range(width):
@@ -511,9 +483,9 @@ def _read(
         if changed:
             normalize_sums(ops, g, window, tot_off)
     for q in range(readers.shape[0]):
-        kind, g, column, ioff, doff, foff, source, j = (
-            readers[q, 0], readers[q, 1], readers[q, 2], readers[q, 3],
-            readers[q, 4], readers[q, 5], readers[q, 6], readers[q, 7],
+        kind, g, column, ioff, doff, foff, source = (
+            readers[q, 0], readers[q, 1], readers[q, 2], readers[q, 3], readers[q, 4], readers[q, 5],
+            readers[q, 6],
         )  # fmt: skip
         if only_group >= 0 and g != only_group:
             continue
@@ -572,8 +544,9 @@ def _read(
                     bt = btime[e]
                     vid = bids[e, source]
                     if start <= bt <= t and vid >= 0:
-                        entry = table.find(index, ekey, table.packed(slot, j, distinct_features, vid))
-                        if entry < 0 or etime[entry] < start:  # not already in the window's tiles
+                        h = table.find(dtable, table.packed(slot, source, fields, vid))
+                        settled = table.NO_TIME if h < 0 else dtable[h, table.SETTLED]
+                        if settled == table.NO_TIME or settled < start:  # not already in the window's tiles
                             seen = False
                             other = bnext[e]  # counted once: at its last occurrence in the list
                             while other != -1:
@@ -616,7 +589,7 @@ def process(  # type: ignore[no-untyped-def]
     groups: np.ndarray,
     ops: np.ndarray,
     readers: np.ndarray,
-    distinct_features: int,
+    fields: int,
     accepted: np.ndarray,
     newest: np.ndarray,
     out_int: np.ndarray,
@@ -627,7 +600,6 @@ def process(  # type: ignore[no-untyped-def]
     ask_float: np.ndarray,
     complete: tuple,  # type: ignore[type-arg]
     cvalid: np.ndarray,
-    half: int,
     complete_at: int,
 ):
     """Run the events in order; returns (how many ran, whether the last one's row is missing,
@@ -638,15 +610,16 @@ def process(  # type: ignore[no-untyped-def]
     (evaluate), into row q of ask_int/ask_float, with the key's newest time (UNSEEN if none).
 
     This allocates the loop's scratch arrays; the loop itself (_run_events) runs without
-    reference counting (see the module docstring)."""
+    reference counting (see unmanaged.py)."""
     scratch = np.zeros(2 * DIGITS + 4, np.int64)
     window = np.zeros(state[6].shape[1], np.int64)
     places = np.zeros((groups.shape[0], 3), np.int64)
+    found = np.full((fields, 2), NOT_LOOKED_UP, np.int64)
     return _run_events(
         slots, times, values, ids, rows, lateness, state, distinct, buffer, groups, ops, readers,
-        distinct_features, accepted, newest, out_int, out_float, asks, ask_newest, ask_int,
-        ask_float, complete, cvalid, half, complete_at,
-        scratch, window, places,
+        fields, accepted, newest, out_int, out_float, asks, ask_newest, ask_int,
+        ask_float, complete, cvalid, complete_at,
+        scratch, window, places, found,
     )  # fmt: skip
 
 
@@ -664,7 +637,7 @@ def _run_events(  # type: ignore[no-untyped-def]
     groups: np.ndarray,
     ops: np.ndarray,
     readers: np.ndarray,
-    distinct_features: int,
+    fields: int,
     accepted: np.ndarray,
     newest: np.ndarray,
     out_int: np.ndarray,
@@ -675,11 +648,11 @@ def _run_events(  # type: ignore[no-untyped-def]
     ask_float: np.ndarray,
     complete: tuple,  # type: ignore[type-arg]
     cvalid: np.ndarray,
-    half: int,
     complete_at: int,
     scratch: np.ndarray,
     window: np.ndarray,
     places: np.ndarray,
+    found: np.ndarray,
 ):
     """process's loop (see process)."""
     maxt, seq = state[0], state[1]
@@ -693,7 +666,7 @@ def _run_events(  # type: ignore[no-untyped-def]
                 mark = maxt[ask_slot] if asks[q, 3] else maxt[ask_slot] - lateness
                 if not _read(
                     ask_slot, max(asks[q, 2], mark), maxt[ask_slot] - lateness, state, distinct, buffer,
-                    groups, ops, readers, distinct_features, window, scratch, ask_int, ask_float, q, True,
+                    groups, ops, readers, fields, window, scratch, ask_int, ask_float, q, True,
                 ):  # fmt: skip
                     return i, False, q
             q += 1
@@ -717,7 +690,7 @@ def _run_events(  # type: ignore[no-untyped-def]
         if t <= watermark:
             _settle(
                 slot, t, seq[slot], watermark, values[i], ids[i], state, distinct, groups, ops,
-                distinct_features, 0, places,
+                fields, table.SETTLED, places, found,
             )  # fmt: skip
         else:  # into the buffer (the caller reserved room)
             buffer_push(buffer, slot, t, seq[slot], values[i], ids[i])
@@ -727,7 +700,7 @@ def _run_events(  # type: ignore[no-untyped-def]
                 following = bnext[e]
                 _settle(
                     slot, btime[e], bseq[e], watermark, bvals[e], bids[e], state, distinct, groups, ops,
-                    distinct_features, 0, places,
+                    fields, table.SETTLED, places, found,
                 )  # fmt: skip
                 bnext[e] = bmeta[0]  # push onto the free list
                 bmeta[0] = e
@@ -741,14 +714,14 @@ def _run_events(  # type: ignore[no-untyped-def]
             continue
         if lateness == 0:
             ok = _read(
-                slot, t, watermark, state, distinct, buffer, groups, ops, readers, distinct_features,
+                slot, t, watermark, state, distinct, buffer, groups, ops, readers, fields,
                 window, scratch, out_int, out_float, i, False,
             )  # fmt: skip
         else:
             if cvalid[slot] == 0:
                 if buffered_at_least(bhead, bnext, slot, complete_at):  # (it holds this event already)
                     _rebuild_complete(
-                        slot, state, complete, distinct, buffer, groups, ops, distinct_features, half, places
+                        slot, state, complete, distinct, buffer, groups, ops, fields, places, found
                     )
                     cvalid[slot] = 1
             else:
@@ -756,16 +729,16 @@ def _run_events(  # type: ignore[no-untyped-def]
                     _expire(slot, before, maxt[slot], complete, groups, ops)
                 _settle(
                     slot, t, seq[slot], maxt[slot], values[i], ids[i], complete, distinct, groups, ops,
-                    distinct_features, half, places,
+                    fields, table.COMPLETE, places, found,
                 )  # fmt: skip
             if cvalid[slot] != 0 and t >= maxt[slot]:  # the newest event: complete tiles hold its window
                 ok = _read(
-                    slot, t, t, complete, distinct, buffer, groups, ops, readers, distinct_features,
+                    slot, t, t, complete, distinct, buffer, groups, ops, readers, fields,
                     window, scratch, out_int, out_float, i, False,
                 )  # fmt: skip
             else:  # out of order, or a short buffer: the settled tiles and the buffer, the definition
                 ok = _read(
-                    slot, t, watermark, state, distinct, buffer, groups, ops, readers, distinct_features,
+                    slot, t, watermark, state, distinct, buffer, groups, ops, readers, fields,
                     window, scratch, out_int, out_float, i, True,
                 )  # fmt: skip
         if not ok:
@@ -782,16 +755,17 @@ def _rebuild_complete(  # type: ignore[no-untyped-def]
     buffer: tuple,  # type: ignore[type-arg]
     groups: np.ndarray,
     ops: np.ndarray,
-    distinct_features: int,
-    half: int,
+    fields: int,
     places: np.ndarray,
+    found: np.ndarray,
 ):
     """A key's complete tiles from its settled tiles and its buffer (engine/ingest.py's
-    _complete_from_settled): the settled tiles the window at the newest event reaches, their
-    count_distinct entries copied to j + half, then every buffered event settled in."""
+    _complete_from_settled): the settled tiles the window at the newest event reaches, the
+    count_distinct values' settled times as their complete times, then every buffered event
+    settled in."""
     maxt, tids, icell, kcell, fcell = state[0], state[2], state[3], state[4], state[5]
     ctids, cicell, ckcell, cfcell, ctot = complete[2], complete[3], complete[4], complete[5], complete[6]
-    ekey, etime, enext, heads, index, meta = distinct
+    dtable, heads = distinct[0], distinct[1]
     btime, bseq, bnext, bvals, bids, bhead = buffer[0], buffer[1], buffer[2], buffer[3], buffer[4], buffer[5]
     newest = maxt[slot]
     for c in range(ctids.shape[1]):
@@ -819,29 +793,15 @@ def _rebuild_complete(  # type: ignore[no-untyped-def]
             copied = True
         if copied:
             normalize_sums(ops, g, ctot[slot], tot_off)
-    for j in range(half):
-        e = heads[slot, j + half]  # forget the old complete entries
-        while e != -1:
-            ekey[e] = table.DEAD
-            e = enext[e]
-        heads[slot, j + half] = -1
-    for o in range(ops.shape[0]):
-        if ops[o, 0] != OP_DISTINCT:
-            continue
-        g, j = ops[o, 1], ops[o, 6]
-        hop, ring = groups[g, 0], groups[g, 1]
-        first = newest // hop - (ring - 1) if hop else 0
-        e = heads[slot, j]
-        while e != -1:
-            if ekey[e] != table.DEAD and (hop == 0 or etime[e] // hop >= first):
-                vid = ekey[e] & 0xFFFFFFFF
-                key = table.packed(slot, j + half, distinct_features, vid)
-                table.insert(index, ekey, etime, enext, heads, meta, slot, j + half, key, etime[e])
-            e = enext[e]
+    for field in range(heads.shape[1]):  # (a time the complete window no longer reaches
+        h = heads[slot, field]  # reads as none there: see distinct.py)
+        while h != -1:
+            dtable[h, table.COMPLETE] = dtable[h, table.SETTLED]
+            h = dtable[h, table.NEXT]
     e = bhead[slot]
     while e != -1:
         _settle(
             slot, btime[e], bseq[e], newest, bvals[e], bids[e], complete, distinct, groups, ops,
-            distinct_features, half, places,
+            fields, table.COMPLETE, places, found,
         )  # fmt: skip
         e = bnext[e]

@@ -1,11 +1,21 @@
-"""count_distinct state of every key of a view, compiled: value → latest time, per key and feature.
+"""count_distinct state of every key of a view, compiled: value → latest time, per key and field.
 
-One open-addressing index maps (slot, feature j, value id) to an entry of a pool; each entry holds
-the value's latest settled time and links to the next entry of the same (slot, j), so one key's
-values can be listed (snapshots, serving) without scanning the table. Entries are never removed
-one by one: freed keys mark theirs dead, expired ones are just old, and `prune` rebuilds the pool
-and table from the live entries when the pool fills. The tile a value's latest time falls in
-counts it (see batch.py); this module only finds, adds and lists entries.
+One open-addressing table maps (slot, field f, value id) to a row of four int64s: the key, the
+value's latest *settled* time, its latest time in the key's *complete* tiles (with allowed
+lateness, see batch.py), and the next row of the same (slot, f), so that one key's values can be
+listed (snapshots, key states, complete tiles) without scanning the table. A field is a column
+of the kernel's ids matrix (layout.id_columns).
+
+Every count_distinct feature over the same field shares the row: features differ only in the
+tile the time falls in, and a time a window no longer reaches counts for it as no time at all
+(the value counts anew when seen again), so one probe and one cache line serve them all. (The
+row's time is the latest over every settled event, also those too old for a shorter window's
+ring; such a time is older than that ring too, so it reads as none there as well.)
+
+Rows are never removed one by one: a freed key's rows become DEAD (probes pass them, new rows
+take their place), expired ones are just old, and `rebuild` copies the live rows into a new
+table before it gets more than half full. The tile a value's latest time falls in counts it
+(see batch.py); this module only finds, adds and lists rows.
 """
 
 from __future__ import annotations
@@ -13,13 +23,19 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+KEY, SETTLED, COMPLETE, NEXT = range(4)
+WIDTH = 4
 EMPTY = -1
-DEAD = -1
+"""KEY of a row never used: a probe stops there."""
+DEAD = -2
+"""KEY of a freed key's row: a probe goes on past it; a new row may take its place."""
+NO_TIME = np.iinfo(np.int64).min
+"""SETTLED or COMPLETE of a value not seen there (batch.UNSEEN)."""
 
 
 @numba.njit(cache=True, inline="always")
-def packed(slot: int, j: int, features: int, vid: int) -> int:
-    return ((slot * features + j) << 32) | vid
+def packed(slot: int, field: int, fields: int, vid: int) -> int:
+    return ((slot * fields + field) << 32) | vid
 
 
 @numba.njit(cache=True, inline="always")
@@ -32,219 +48,218 @@ def _mix(key: int) -> int:
 
 
 @numba.njit(cache=True, inline="always")
-def find(index: np.ndarray, ekey: np.ndarray, key: int) -> int:
-    """The entry of `key`, or -1. The index is one (size, 2) array of (key, entry) so that a
-    probe touches one cache line, not one in each of two arrays."""
-    mask = len(index) - 1
+def find(table: np.ndarray, key: int) -> int:
+    """The row of `key`, or -1."""
+    mask = len(table) - 1
     h = _mix(key) & mask
-    while index[h, 0] != EMPTY:
-        if index[h, 0] == key and ekey[index[h, 1]] == key:
-            return int(index[h, 1])
+    while table[h, KEY] != EMPTY:
+        if table[h, KEY] == key:
+            return h
         h = (h + 1) & mask
     return -1
 
 
 @numba.njit(cache=True, inline="always")
-def insert(
-    index: np.ndarray,
-    ekey: np.ndarray,
-    etime: np.ndarray,
-    enext: np.ndarray,
-    heads: np.ndarray,
-    meta: np.ndarray,
-    slot: int,
-    j: int,
-    key: int,
-    time: int,
-) -> None:
-    """Add a new entry (the caller checked it is absent and the pool has room)."""
-    e = meta[0]
-    meta[0] = e + 1
-    ekey[e] = key
-    etime[e] = time
-    enext[e] = heads[slot, j]
-    heads[slot, j] = e
-    mask = len(index) - 1
+def find_or_add(
+    table: np.ndarray, heads: np.ndarray, meta: np.ndarray, slot: int, field: int, key: int
+) -> int:
+    """The row of `key`, added (with no times) if absent; the caller reserved room."""
+    mask = len(table) - 1
     h = _mix(key) & mask
-    while index[h, 0] != EMPTY:
+    free = -1
+    while table[h, KEY] != EMPTY:
+        if table[h, KEY] == key:
+            return h
+        if free < 0 and table[h, KEY] == DEAD:
+            free = h
         h = (h + 1) & mask
-    index[h, 0] = key
-    index[h, 1] = e
+    if free < 0:
+        free = h
+        meta[0] += 1  # rows ever used (DEAD ones included): what `reserve` bounds
+    table[free, KEY] = key
+    table[free, SETTLED] = NO_TIME
+    table[free, COMPLETE] = NO_TIME
+    table[free, NEXT] = heads[slot, field]
+    heads[slot, field] = free
+    return free
 
 
 @numba.njit(cache=True)
-def kill_slot(ekey: np.ndarray, enext: np.ndarray, heads: np.ndarray, slot: int) -> None:
-    """Mark every entry of a freed key dead (they never match again; prune drops them)."""
-    for j in range(heads.shape[1]):
-        e = heads[slot, j]
-        while e != -1:
-            ekey[e] = DEAD
-            e = enext[e]
-        heads[slot, j] = -1
+def kill_slot(table: np.ndarray, heads: np.ndarray, slot: int) -> None:
+    """Mark every row of a freed key DEAD (it never matches again; a rebuild drops it)."""
+    for field in range(heads.shape[1]):
+        h = heads[slot, field]
+        while h != -1:
+            table[h, KEY] = DEAD
+            h = table[h, NEXT]
+        heads[slot, field] = -1
 
 
 @numba.njit(cache=True)
-def list_slot(ekey: np.ndarray, etime: np.ndarray, enext: np.ndarray, heads: np.ndarray, slot: int, j: int):  # type: ignore[no-untyped-def]
-    """(value ids, latest times) of one key's feature j, newest insertion first."""
+def list_field(table: np.ndarray, heads: np.ndarray, slot: int, field: int):  # type: ignore[no-untyped-def]
+    """(value ids, latest settled times) of one key's settled values of a field."""
     count = 0
-    e = heads[slot, j]
-    while e != -1:
-        count += 1
-        e = enext[e]
+    h = heads[slot, field]
+    while h != -1:
+        if table[h, SETTLED] != NO_TIME:
+            count += 1
+        h = table[h, NEXT]
     vids = np.empty(count, np.int64)
     times = np.empty(count, np.int64)
-    e = heads[slot, j]
+    h = heads[slot, field]
     i = 0
-    while e != -1:
-        vids[i] = ekey[e] & 0xFFFFFFFF
-        times[i] = etime[e]
-        i += 1
-        e = enext[e]
+    while h != -1:
+        if table[h, SETTLED] != NO_TIME:
+            vids[i] = table[h, KEY] & 0xFFFFFFFF
+            times[i] = table[h, SETTLED]
+            i += 1
+        h = table[h, NEXT]
     return vids, times
 
 
 @numba.njit(cache=True, inline="always")
-def _live(key: int, time: int, features: int, maxt: np.ndarray, feature_hop: np.ndarray,
-          feature_span: np.ndarray, feature_lateness: np.ndarray) -> bool:  # fmt: skip
-    """Whether an entry is kept: not dead and, for windows with a hop, its latest time in a tile
-    the window at its key's watermark still reaches (feature_lateness[j]: the complete tiles'
-    entries follow the newest time, lateness 0). Slot and feature come from the packed key."""
-    if key == DEAD:
+def _reached(time: int, newest: int, lateness: int, field: int, feature_field: np.ndarray,
+             feature_hop: np.ndarray, feature_span: np.ndarray) -> bool:  # fmt: skip
+    """Whether some count_distinct feature over `field` still reaches `time`: its window at the
+    key's watermark (newest - lateness) reaches the tile the time falls in."""
+    if time == NO_TIME:
+        return False
+    for j in range(len(feature_field)):
+        if feature_field[j] != field:
+            continue
+        hop = feature_hop[j]
+        if hop == 0 or time // hop >= (newest - lateness) // hop - feature_span[j]:
+            return True
+    return False
+
+
+@numba.njit(cache=True, inline="always")
+def _live(table: np.ndarray, h: int, fields: int, maxt: np.ndarray, lateness: int,
+          feature_field: np.ndarray, feature_hop: np.ndarray, feature_span: np.ndarray) -> bool:  # fmt: skip
+    """Whether a row is kept by a rebuild: a live key's, and its settled time (at the watermark)
+    or its complete time (at the newest time) still reached by a feature of its field."""
+    key = table[h, KEY]
+    if key < 0:
         return False
     pair = key >> 32
-    slot = pair // features
-    j = pair - slot * features
-    hop = feature_hop[j]
-    if hop == 0:
-        return True
-    return bool(time // hop >= (maxt[slot] - feature_lateness[j]) // hop - feature_span[j])
+    slot = pair // fields
+    field = pair - slot * fields
+    newest = maxt[slot]
+    return _reached(table[h, SETTLED], newest, lateness, field, feature_field, feature_hop, feature_span) or (
+        _reached(table[h, COMPLETE], newest, 0, field, feature_field, feature_hop, feature_span)
+    )
 
 
 @numba.njit(cache=True)
 def count_live(
-    ekey: np.ndarray,
-    etime: np.ndarray,
-    used: int,
-    features: int,
+    table: np.ndarray,
+    fields: int,
     maxt: np.ndarray,
+    lateness: int,
+    feature_field: np.ndarray,
     feature_hop: np.ndarray,
     feature_span: np.ndarray,
-    feature_lateness: np.ndarray,
 ) -> int:
-    """How many of the first `used` pool entries `prune` would keep: one sequential pass, no
-    rebuild, so deciding between compacting and growing costs a few ms, not a prune."""
+    """How many rows `rebuild` would keep: one sequential pass, so deciding between cleaning up
+    and growing costs a few ms, not a rebuild."""
     live = 0
-    for e in range(used):
-        if _live(ekey[e], etime[e], features, maxt, feature_hop, feature_span, feature_lateness):
+    for h in range(len(table)):
+        if _live(table, h, fields, maxt, lateness, feature_field, feature_hop, feature_span):
             live += 1
     return live
 
 
 @numba.njit(cache=True)
-def prune(  # type: ignore[no-untyped-def]
-    ekey: np.ndarray,
-    etime: np.ndarray,
-    used: int,
+def rebuild(  # type: ignore[no-untyped-def]
+    table: np.ndarray,
     heads: np.ndarray,
     maxt: np.ndarray,
+    lateness: int,
+    feature_field: np.ndarray,
     feature_hop: np.ndarray,
     feature_span: np.ndarray,
-    feature_lateness: np.ndarray,
-    capacity: int,
+    size: int,
 ):
-    """A new pool and table holding only the live entries (see `_live`). The pool is read in
-    order, not chain by chain: every entry is reached without chasing links across memory, and
-    each (slot, j) still lists its entries newest insertion first."""
-    new_ekey = np.empty(capacity, np.int64)
-    new_etime = np.empty(capacity, np.int64)
-    new_enext = np.empty(capacity, np.int64)
-    size = 1024
-    while size < 2 * capacity:
-        size *= 2
-    index = np.full((size, 2), EMPTY, np.int64)
+    """A new table of `size` rows (a power of two) holding the live rows (see `_live`), read in
+    table order (sequentially, not chain by chain); returns it and its meta."""
+    fresh = np.full((size, WIDTH), EMPTY, np.int64)
     meta = np.zeros(1, np.int64)
-    features = heads.shape[1]
+    fields = heads.shape[1]
     heads[:, :] = -1
-    for e in range(used):
-        key = ekey[e]
-        if _live(key, etime[e], features, maxt, feature_hop, feature_span, feature_lateness):
+    for h in range(len(table)):
+        if _live(table, h, fields, maxt, lateness, feature_field, feature_hop, feature_span):
+            key = table[h, KEY]
             pair = key >> 32
-            slot = pair // features
-            insert(
-                index,
-                new_ekey,
-                new_etime,
-                new_enext,
-                heads,
-                meta,
-                slot,
-                pair - slot * features,
-                key,
-                etime[e],
-            )
-    return new_ekey, new_etime, new_enext, index, meta
+            slot = pair // fields
+            row = find_or_add(fresh, heads, meta, slot, pair - slot * fields, key)
+            fresh[row, SETTLED] = table[h, SETTLED]
+            fresh[row, COMPLETE] = table[h, COMPLETE]
+    return fresh, meta
 
 
 @numba.njit(cache=True)
 def live_entries(  # type: ignore[no-untyped-def]
-    ekey: np.ndarray,
-    etime: np.ndarray,
-    enext: np.ndarray,
+    table: np.ndarray,
     heads: np.ndarray,
     maxt: np.ndarray,
     slots: np.ndarray,
-    features: int,
+    lateness: int,
+    feature_field: np.ndarray,
     feature_hop: np.ndarray,
     feature_span: np.ndarray,
-    feature_lateness: np.ndarray,
 ):
-    """(row in `slots`, j, value id, latest time) of the entries of features j < `features` that
-    `prune` would keep, each (slot, j)'s newest insertion first (for snapshots)."""
-    rows = np.empty(16, np.int64)
-    js = np.empty(16, np.int64)
-    vids = np.empty(16, np.int64)
-    times = np.empty(16, np.int64)
+    """(row in `slots`, field, value id, latest settled time) of the settled values some feature
+    still reaches (for snapshots), in the order of `slots`, then field, then value id, so that
+    equal states give equal snapshots whatever the table's history."""
+    count = 0
+    for r in range(len(slots)):
+        slot = slots[r]
+        for field in range(heads.shape[1]):
+            h = heads[slot, field]
+            while h != -1:
+                if _reached(table[h, SETTLED], maxt[slot], lateness, field, feature_field, feature_hop,
+                            feature_span):  # fmt: skip
+                    count += 1
+                h = table[h, NEXT]
+    rows = np.empty(count, np.int64)
+    fs = np.empty(count, np.int64)
+    vids = np.empty(count, np.int64)
+    times = np.empty(count, np.int64)
     n = 0
     for r in range(len(slots)):
         slot = slots[r]
-        for j in range(features):
-            hop = feature_hop[j]
-            first = 0
-            if hop > 0:
-                first = (maxt[slot] - feature_lateness[j]) // hop - feature_span[j]
-            e = heads[slot, j]
-            while e != -1:
-                if ekey[e] != DEAD and (hop == 0 or etime[e] // hop >= first):
-                    if n == len(rows):
-                        rows = np.concatenate((rows, np.empty(n, np.int64)))
-                        js = np.concatenate((js, np.empty(n, np.int64)))
-                        vids = np.concatenate((vids, np.empty(n, np.int64)))
-                        times = np.concatenate((times, np.empty(n, np.int64)))
+        for field in range(heads.shape[1]):
+            start = n
+            h = heads[slot, field]
+            while h != -1:
+                if _reached(table[h, SETTLED], maxt[slot], lateness, field, feature_field, feature_hop,
+                            feature_span):  # fmt: skip
                     rows[n] = r
-                    js[n] = j
-                    vids[n] = ekey[e] & 0xFFFFFFFF
-                    times[n] = etime[e]
+                    fs[n] = field
+                    vids[n] = table[h, KEY] & 0xFFFFFFFF
+                    times[n] = table[h, SETTLED]
                     n += 1
-                e = enext[e]
-    return rows[:n].copy(), js[:n].copy(), vids[:n].copy(), times[:n].copy()
+                h = table[h, NEXT]
+            order = np.argsort(vids[start:n])
+            vids[start:n] = vids[start:n][order]
+            times[start:n] = times[start:n][order]
+    return rows, fs, vids, times
 
 
 @numba.njit(cache=True)
 def insert_entries(
-    index: np.ndarray,
-    ekey: np.ndarray,
-    etime: np.ndarray,
-    enext: np.ndarray,
+    table: np.ndarray,
     heads: np.ndarray,
     meta: np.ndarray,
     slots: np.ndarray,
-    js: np.ndarray,
+    fs: np.ndarray,
     vids: np.ndarray,
     times: np.ndarray,
-    features: int,
+    fields: int,
 ) -> None:
-    """Insert entries listed as live_entries lists them (into keys that hold none; the caller
-    reserved room), last first, so each (slot, j) lists them in the same order again."""
-    for i in range(len(slots) - 1, -1, -1):
-        key = packed(slots[i], js[i], features, vids[i])
-        insert(index, ekey, etime, enext, heads, meta, slots[i], js[i], key, times[i])
+    """Put values with their latest settled times (as live_entries lists them) into keys; the
+    caller reserved room. A value listed twice keeps its latest time."""
+    for i in range(len(slots)):
+        row = find_or_add(table, heads, meta, slots[i], fs[i], packed(slots[i], fs[i], fields, vids[i]))
+        if times[i] > table[row, SETTLED]:
+            table[row, SETTLED] = times[i]

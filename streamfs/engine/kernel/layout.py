@@ -60,6 +60,7 @@ class KernelLayout:
     # the kernel does not read as numbers are interned, so buffered events keep them exactly)
     distinct_hop: np.ndarray  # per j
     distinct_span: np.ndarray  # per j
+    distinct_field: np.ndarray  # per j: its field, the ids column of its values (distinct.py)
     int_slots: frozenset[int]  # inputs declared int (min/max read back as int)
     value_slots: frozenset[int]  # inputs whose values the kernel reads (the rest only as present or not)
     summed_slots: tuple[int, ...]  # inputs summed exactly (each value must be representable)
@@ -93,6 +94,7 @@ class KernelLayout:
         distinct_j: list[tuple[int, ...]] = []
         distinct_hop: list[int] = []
         distinct_span: list[int] = []
+        distinct_field: list[int] = []
         int_columns: list[int] = []
         nullable: list[int] = []
         int_valued: list[int] = []
@@ -196,6 +198,7 @@ class KernelLayout:
                 group_distinct.append(ni)
                 group_j.append(j)
                 ids = id_columns.index(feature.slot)
+                distinct_field.append(ids)
                 op_rows.append([batch.OP_DISTINCT, g, ids, ni, 0, 0, j])
                 reader_rows.append([batch.READ_DISTINCT, g, feature.index, ni, 0, 0, ids, j])
                 int_columns.append(feature.index)
@@ -225,6 +228,7 @@ class KernelLayout:
             id_columns=tuple(id_columns),
             distinct_hop=np.array(distinct_hop, dtype=np.int64),
             distinct_span=np.array(distinct_span, dtype=np.int64),
+            distinct_field=np.array(distinct_field, dtype=np.int64),
             int_slots=frozenset(int_slots),
             value_slots=frozenset(value_slots),
             summed_slots=tuple(

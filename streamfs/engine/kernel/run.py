@@ -101,14 +101,11 @@ def run_columns(
     if layout.summed_slots:
         summed = np.array(layout.summed_slots, dtype=np.int64)
         limit = min(limit, first_unrepresentable(values[:limit], summed))
-    inserts = limit * len(layout.distinct_hop)
-    if layout.lateness and rows:  # complete tiles: their own entries, and rebuilds copy some
-        buffered = len(store.btime) - int(store.bmeta[1])
-        need = batch.rebuild_need(
-            slots[:limit], store.cvalid, store.enext, store.heads, store.half, store.bhead, store.bnext,
-            store.complete_at,
-        )  # fmt: skip
-        inserts = 2 * inserts + need + buffered * len(layout.distinct_hop)
+    fields = len(set(layout.distinct_field.tolist()))  # each event adds at most a row per field
+    inserts = limit * fields
+    if layout.lateness and rows:  # complete tiles: every event settles there too, and rebuilding
+        buffered = len(store.btime) - int(store.bmeta[1])  # them settles the buffer in (once per
+        inserts = 3 * inserts + buffered * fields  # key and batch: its buffered and new events)
     store.reserve(inserts)
     if layout.lateness:
         store.reserve_buffer(limit)
@@ -140,7 +137,7 @@ def run_columns(
         layout.groups,
         layout.ops,
         layout.readers,
-        store.distinct_features,
+        store.fields,
         accepted,
         newest,
         out_int,
@@ -151,7 +148,6 @@ def run_columns(
         ask_float,
         store.complete,
         store.cvalid,
-        store.half,
         store.complete_at,
     )
     taken = accepted[:ran].astype(bool)

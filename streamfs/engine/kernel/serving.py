@@ -39,7 +39,7 @@ def step_rows(
     groups: np.ndarray,
     ops: np.ndarray,
     readers: np.ndarray,
-    distinct_features: int,
+    fields: int,
     out_int: np.ndarray,
     out_float: np.ndarray,
     starts: np.ndarray,
@@ -73,14 +73,15 @@ def step_rows(
         np.zeros((1, state[6].shape[1]), np.int64),
     )
     places = np.zeros((groups.shape[0], 3), np.int64)
+    found = np.full((fields, 2), batch.NOT_LOOKED_UP, np.int64)
     best_value = np.empty((readers.shape[0], longest), np.float64)  # min/max/last/first of the
     best_time = np.empty((readers.shape[0], longest), np.int64)  # windows from tile lo + d on
     best_seq = np.empty((readers.shape[0], longest), np.int64)
     best_id = np.empty((readers.shape[0], longest), np.int64)
     _step_rows_loop(
-        slots, lateness, state, distinct, buffer, groups, ops, readers, distinct_features, out_int,
+        slots, lateness, state, distinct, buffer, groups, ops, readers, fields, out_int,
         out_float, starts, steps, exact, region, complete, cvalid, settle_ops,
-        scratch, window, folded, places, best_value, best_time, best_seq, best_id, region.copy(),
+        scratch, window, folded, places, best_value, best_time, best_seq, best_id, region.copy(), found,
     )  # fmt: skip
 
 
@@ -94,7 +95,7 @@ def _step_rows_loop(
     groups: np.ndarray,
     ops: np.ndarray,
     readers: np.ndarray,
-    distinct_features: int,
+    fields: int,
     out_int: np.ndarray,
     out_float: np.ndarray,
     starts: np.ndarray,
@@ -113,6 +114,7 @@ def _step_rows_loop(
     best_seq: np.ndarray,
     best_id: np.ndarray,
     next_row: np.ndarray,
+    found: np.ndarray,
 ) -> None:
     """step_rows' loop, without reference counting (batch.py says why)."""
     maxt = state[0]
@@ -132,13 +134,13 @@ def _step_rows_loop(
         watermark = newest - lateness if use_buffer else newest  # (what the tiles settled up to)
         if windowed:
             _fold(slot, newest, use_buffer, tiles, buffer, distinct, groups, ops, settle_ops,
-                  distinct_features, folded, places)  # fmt: skip
+                  fields, folded, places, found)  # fmt: skip
         for g in range(groups.shape[0]):
             r = next_row[g]
             if groups[g, 0] == 0:  # a lifetime group: one step
                 if not batch._read(
                     slot, newest, watermark, tiles, distinct, buffer, groups, ops, readers,
-                    distinct_features, window, scratch, out_int, out_float, r, use_buffer, g,
+                    fields, window, scratch, out_int, out_float, r, use_buffer, g,
                 ):  # fmt: skip
                     exact[s] = 0
                 starts[r] = newest
@@ -163,9 +165,10 @@ def _fold(  # type: ignore[no-untyped-def]
     groups: np.ndarray,
     ops: np.ndarray,
     settle_ops: np.ndarray,
-    distinct_features: int,
+    fields: int,
     folded: tuple,  # type: ignore[type-arg]
     places: np.ndarray,
+    found: np.ndarray,
 ):
     """Copy a key's tiles that the window at its newest event reaches into `folded` (row 0)
     and settle its buffered events into the copies with batch._settle (every op but
@@ -193,14 +196,14 @@ def _fold(  # type: ignore[no-untyped-def]
     while e != -1:
         batch._settle(
             0, btime[e], bseq[e], newest, bvals[e], bids[e], folded, distinct, groups, settle_ops,
-            distinct_features, 0, places,
+            fields, table.SETTLED, places, found,
         )  # fmt: skip
         e = bnext[e]
-    ekey, etime, index = distinct[0], distinct[1], distinct[4]
+    dtable = distinct[0]
     for o in range(ops.shape[0]):
         if ops[o, 0] != batch.OP_DISTINCT:
             continue
-        g, column, ioff, j = ops[o, 1], ops[o, 2], ops[o, 3], ops[o, 6]
+        g, column, ioff = ops[o, 1], ops[o, 2], ops[o, 3]
         hop, ring, tid_off, i_off, ni = groups[g, 0], groups[g, 1], groups[g, 2], groups[g, 3], groups[g, 4]
         if hop == 0:
             continue  # (a lifetime group is read by batch._read)
@@ -223,9 +226,9 @@ def _fold(  # type: ignore[no-untyped-def]
                     break
                 other = bnext[other]
             if latest:
-                entry = table.find(index, ekey, table.packed(slot, j, distinct_features, vid))
-                if entry >= 0:  # settled before (its time ≤ the watermark < t): counted there?
-                    settled = etime[entry] // hop
+                h = table.find(dtable, table.packed(slot, column, fields, vid))
+                if h >= 0 and dtable[h, table.SETTLED] != table.NO_TIME:  # settled before (its time ≤
+                    settled = dtable[h, table.SETTLED] // hop  # the watermark < t): counted there?
                     if settled >= lo and ftids[0, tid_off + settled % ring] == settled:
                         ficell[0, i_off + (settled % ring) * ni + ioff] -= 1
                 ficell[0, i_off + (current % ring) * ni + ioff] += 1
@@ -433,7 +436,7 @@ def serving_columns(store: KernelStore, keys: list[Key], slots: list[int]) -> Se
         layout.groups,
         layout.ops,
         layout.readers,
-        store.distinct_features,
+        store.fields,
         out_int,
         out_float,
         starts,

@@ -32,14 +32,18 @@ from streamfs.engine.snapshot import as_tuples
 from streamfs.engine.state import Key
 from streamfs.errors import StateError
 
-FORMAT = "kernel-1"
+FORMAT = "kernel-2"
+"""kernel-2: count_distinct entries per (key, field, value), not per feature (distinct.py)."""
 _ROWS = ("maxt", "seq", "tids", "icell", "kcell", "fcell", "tot")
 
 
 def signature(layout: KernelLayout) -> str:
     """What the rows of a snapshot depend on: the layout's tables and widths."""
-    digest = hashlib.sha256()
-    for array in (layout.groups, layout.ops, layout.readers, layout.distinct_hop, layout.distinct_span):
+    digest = hashlib.sha256(FORMAT.encode())
+    for array in (
+        layout.groups, layout.ops, layout.readers, layout.distinct_hop, layout.distinct_span,
+        layout.distinct_field,
+    ):  # fmt: skip
         digest.update(np.ascontiguousarray(array, dtype=np.int64).tobytes())
     digest.update(repr((layout.widths, layout.id_columns, layout.lateness, layout.cells)).encode())
     return digest.hexdigest()[:16]
@@ -55,9 +59,10 @@ def take(store: KernelStore, view: str, fingerprint: str, partition: int) -> dic
     kcell = rows["kcell"]
     unset = kcell[:, id_cells - 1] == 0  # seq 0: no value kept, the id means nothing
     kcell[:, id_cells] = np.where(unset, -1, kcell[:, id_cells])
-    entry_rows, entry_js, entry_ids, entry_times = table.live_entries(
-        store.ekey, store.etime, store.enext, store.heads, store.maxt, slots,
-        store.half, store.feature_hop, store.feature_span, store.feature_lateness,
+    layout = store.layout
+    entry_rows, entry_fields, entry_ids, entry_times = table.live_entries(
+        store.table, store.heads, store.maxt, slots, layout.lateness,
+        layout.distinct_field, layout.distinct_hop, layout.distinct_span,
     )  # fmt: skip
     buffer_rows, buffered = _buffered(store.bhead, store.bnext, slots)
     buffer_ids = store.bids[buffered]
@@ -82,7 +87,7 @@ def take(store: KernelStore, view: str, fingerprint: str, partition: int) -> dic
         "rows": {array: _pack(values) for array, values in rows.items()},
         "distinct": {
             "row": _pack(entry_rows),
-            "j": _pack(entry_js),
+            "field": _pack(entry_fields),
             "id": _pack(local(entry_ids)),
             "time": _pack(entry_times),
         },
@@ -127,9 +132,8 @@ def put(store: KernelStore, snapshot: dict[str, Any]) -> int:
     if len(distinct["row"]):
         store.reserve(len(distinct["row"]))
         table.insert_entries(
-            store.index, store.ekey, store.etime, store.enext, store.heads, store.meta,
-            slots[distinct["row"]], distinct["j"], renumber(distinct["id"]), distinct["time"],
-            store.distinct_features,
+            store.table, store.heads, store.meta, slots[distinct["row"]], distinct["field"],
+            renumber(distinct["id"]), distinct["time"], store.fields,
         )  # fmt: skip
     buffer = {name: _unpack(packed) for name, packed in snapshot["buffer"].items()}
     if len(buffer["row"]):

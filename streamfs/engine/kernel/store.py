@@ -47,21 +47,12 @@ class KernelStore:
         # at once, as engine/state.py's KeyState.complete): the row of a key's newest event reads
         # them instead of re-adding its buffer, which holds a lateness' worth of a hot key's events.
         # They are derived (rebuilt from the settled tiles and the buffer when cvalid is 0), and
-        # their count_distinct entries live in the same table at j + half. Only keys whose buffer
-        # reached complete_at events keep them: for the others re-adding the buffer is cheaper.
+        # their count_distinct times are the COMPLETE column of the same table rows. Only keys whose
+        # buffer reached complete_at events keep them: for the others re-adding the buffer is cheaper.
         self.complete_at = batch.COMPLETE_AT
-        self.half = max(len(layout.distinct_hop), 1)
-        self.distinct_features = 2 * self.half if layout.lateness else self.half
-        hops = layout.distinct_hop
-        spans = layout.distinct_span
-        self.feature_hop = np.concatenate([hops, np.zeros(self.half - len(hops), np.int64)])
-        self.feature_span = np.concatenate([spans, np.zeros(self.half - len(spans), np.int64)])
-        self.feature_lateness = np.full(self.half, layout.lateness, np.int64)
-        if layout.lateness:
-            self.feature_hop = np.concatenate([self.feature_hop, self.feature_hop])
-            self.feature_span = np.concatenate([self.feature_span, self.feature_span])
-            self.feature_lateness = np.concatenate([self.feature_lateness, np.zeros(self.half, np.int64)])
-        self.heads = np.empty((0, self.distinct_features), np.int64)
+        # count_distinct: one table row per (key, field, value) for every feature over the field
+        self.fields = max(len(layout.id_columns), 1)
+        self.heads = np.empty((0, self.fields), np.int64)
         complete_width = (tids, icells, kcells, fcells, tots) if layout.lateness else (1, 1, 1, 1, 1)
         self.ctids = np.empty((0, complete_width[0]), np.int64)
         self.cicell = np.empty((0, complete_width[1]), np.int64)
@@ -69,11 +60,8 @@ class KernelStore:
         self.cfcell = np.empty((0, complete_width[3]), np.float64)
         self.ctot = np.empty((0, complete_width[4]), np.int64)
         self.cvalid = np.empty(0, np.int8)
-        self.ekey = np.empty(_MIN_POOL, np.int64)
-        self.etime = np.empty(_MIN_POOL, np.int64)
-        self.enext = np.empty(_MIN_POOL, np.int64)
-        self.index = np.full((2 * _MIN_POOL, 2), table.EMPTY, np.int64)
-        self.meta = np.zeros(1, np.int64)
+        self.table = np.full((_MIN_POOL, table.WIDTH), table.EMPTY, np.int64)
+        self.meta = np.zeros(1, np.int64)  # rows ever used since the last rebuild
         # the buffer: events after their key's watermark, a linked list per key in one pool
         width = max(len(compiled.input_fields), 1)
         self.btime = np.empty(0, np.int64)
@@ -92,7 +80,7 @@ class KernelStore:
 
     @property
     def distinct(self) -> tuple[np.ndarray, ...]:
-        return (self.ekey, self.etime, self.enext, self.heads, self.index, self.meta)
+        return (self.table, self.heads, self.meta)
 
     @property
     def complete(self) -> tuple[np.ndarray, ...]:
@@ -211,7 +199,7 @@ class KernelStore:
         self.tids[slot] = batch.EMPTY_TILE
         self.tot[slot] = 0
         self.cvalid[slot] = 0
-        table.kill_slot(self.ekey, self.enext, self.heads, slot)
+        table.kill_slot(self.table, self.heads, slot)
         e = int(self.bhead[slot])
         while e != -1:
             following = int(self.bnext[e])
@@ -229,46 +217,34 @@ class KernelStore:
             self.free.append(slot)
 
     def reserve(self, inserts: int) -> None:
-        """Make room for `inserts` new count_distinct entries: when the pool is full, count its
-        live entries (one cheap pass) and rebuild it once, at the same size if the live ones
-        fill at most half of it, else at twice their number or more (a rebuild stalls the loop:
-        ~0.2 s per million entries here, so it is done once, never to count)."""
+        """Make room for `inserts` new count_distinct rows: when the table would be more than half
+        used, count its live rows (one cheap pass) and rebuild it once, at the same size if live
+        and new rows fill at most a quarter of it, else at four times their number or more (a
+        rebuild stalls the loop, so it is done once, never to count)."""
         used = int(self.meta[0])
-        if used + inserts <= len(self.ekey):
+        if used + inserts <= len(self.table) // 2:
             return
         need = self._live() + inserts
-        capacity = len(self.ekey)
-        if need > capacity // 2:
-            while capacity < 2 * need:
-                capacity *= 2
-        self._prune(capacity)
+        size = len(self.table)
+        while size < 4 * need:
+            size *= 2
+        self._prune(size)
 
     def _live(self) -> int:
-        return int(
-            table.count_live(
-                self.ekey,
-                self.etime,
-                int(self.meta[0]),
-                self.heads.shape[1],
-                self.maxt,
-                self.feature_hop,
-                self.feature_span,
-                self.feature_lateness,
-            )
-        )
+        layout = self.layout
+        live = table.count_live(
+            self.table, self.fields, self.maxt, layout.lateness,
+            layout.distinct_field, layout.distinct_hop, layout.distinct_span,
+        )  # fmt: skip
+        return int(live)
 
-    def _prune(self, capacity: int) -> None:
-        self.ekey, self.etime, self.enext, self.index, self.meta = table.prune(
-            self.ekey,
-            self.etime,
-            int(self.meta[0]),
-            self.heads,
-            self.maxt,
-            self.feature_hop,
-            self.feature_span,
-            self.feature_lateness,
-            capacity,
-        )
+    def _prune(self, size: int) -> None:
+        """Rebuild the count_distinct table at `size` rows with only its live rows."""
+        layout = self.layout
+        self.table, self.meta = table.rebuild(
+            self.table, self.heads, self.maxt, layout.lateness,
+            layout.distinct_field, layout.distinct_hop, layout.distinct_span, size,
+        )  # fmt: skip
 
     def interned_bound(self) -> int:
         """At most how many value ids the state still holds (live count_distinct entries,
@@ -335,7 +311,7 @@ class KernelStore:
                             partial[at] = int(value) if cell.slot in layout.int_slots else value
                 gs.tiles[tile] = partial
             for j, window in zip(layout.distinct_j[g], gs.distinct, strict=True):
-                vids, times = table.list_slot(self.ekey, self.etime, self.enext, self.heads, slot, j)
+                vids, times = table.list_field(self.table, self.heads, slot, int(layout.distinct_field[j]))
                 window.floor = first
                 for vid, time in zip(vids.tolist(), times.tolist(), strict=True):
                     tile = time // hop if hop else 0
@@ -399,7 +375,7 @@ class KernelStore:
             for group in compiled.groups
         ]
         entries = [
-            (j, value, time)
+            (int(layout.distinct_field[j]), value, time)
             for g, gs in enumerate(state.groups)
             for j, window in zip(layout.distinct_j[g], gs.distinct, strict=True)
             for value, time in window.latest.items()
@@ -417,20 +393,13 @@ class KernelStore:
                 np.array(ids, np.int64).reshape(len(buffered), self.bids.shape[1]),
             )
         self.reserve(len(entries))
-        for j, value, time in entries:
-            key_code = table.packed(slot, j, self.distinct_features, self.value_id(value))
-            table.insert(
-                self.index,
-                self.ekey,
-                self.etime,
-                self.enext,
-                self.heads,
-                self.meta,
-                slot,
-                j,
-                key_code,
-                time,
-            )
+        if entries:  # (a value in several features of one field: one row, its latest time)
+            fields, values, times = zip(*entries, strict=True)
+            table.insert_entries(
+                self.table, self.heads, self.meta, np.full(len(entries), slot, np.int64),
+                np.array(fields, np.int64), np.array([self.value_id(v) for v in values], np.int64),
+                np.array(times, np.int64), self.fields,
+            )  # fmt: skip
         return True
 
     def _normalize_totals(self, slot: int) -> None:
