@@ -186,11 +186,24 @@ def mean_float(d: np.ndarray, at: int, n: int, scratch: np.ndarray) -> float:
     top = count - 1
     while top >= 0 and scratch[top] == 0:  # leading zero digits: quotient digit 0, remainder 0
         top -= 1  # (a sum's top digits mostly are: no division for them)
-    for i in range(top, -1, -1):
+    first = -1  # the quotient's first nonzero digit
+    i = top
+    while i >= 0:
         current = (remainder << 32) | scratch[i]
-        scratch[i] = current // n
-        remainder = current - scratch[i] * n
-    return sign * _round_magnitude(scratch, count, SCALE + 96, remainder != 0)
+        q = current // n
+        scratch[i] = q
+        remainder = current - q * n
+        if first < 0 and q != 0:
+            first = i
+        if first >= 0 and i <= first - 2:
+            break  # ≥ 65 quotient bits: the rest only says whether the quotient goes on
+        i -= 1
+    sticky = remainder != 0
+    for k in range(max(i, 0)):  # the dividend digits not divided: part of that rest
+        if scratch[k] != 0:
+            sticky = True
+        scratch[k] = 0
+    return sign * _round_magnitude(scratch, count, SCALE + 96, sticky)
 
 
 def to_int(digits: np.ndarray) -> int:
