@@ -154,8 +154,15 @@ class KafkaReader:
 
     def consume(self, max_messages: int, timeout: float) -> tuple[int, list[PartitionRun]]:
         """Up to `max_messages` data records, grouped by partition, and how many there are;
-        transient errors are logged, fatal ones raise."""
-        messages = self._consumer.consume(num_messages=max_messages, timeout=timeout)
+        transient errors are logged, fatal ones raise.
+
+        Records already fetched are returned at once; only when there are none does this wait,
+        up to `timeout`, for more. (librdkafka's consume waits for the whole timeout unless
+        `max_messages` records are there: at a steady 20,000 events/s every batch waited its
+        20 ms poll timeout, a third of each turn of the loop.)"""
+        messages = self._consumer.consume(num_messages=max_messages, timeout=0)
+        if not messages:
+            messages = self._consumer.consume(num_messages=max_messages, timeout=timeout)
         if not messages:
             return 0, []
         errors = [message.error() for message in messages]

@@ -217,16 +217,16 @@ class KernelStore:
             self.free.append(slot)
 
     def reserve(self, inserts: int) -> None:
-        """Make room for `inserts` new count_distinct rows: when the table would be more than half
-        used, count its live rows (one cheap pass) and rebuild it once, at the same size if live
-        and new rows fill at most a quarter of it, else at four times their number or more (a
-        rebuild stalls the loop, so it is done once, never to count)."""
+        """Make room for `inserts` new count_distinct rows: when more than 70 % of the table would
+        be used, count its live rows (one cheap pass) and rebuild it once, at the same size if
+        live and new rows fill at most half of it, else at twice their number or more (a rebuild
+        stalls the loop for a pass over both tables, so it is done once, never to count)."""
         used = int(self.meta[0])
-        if used + inserts <= len(self.table) // 2:
+        if used + inserts <= len(self.table) * 7 // 10:
             return
         need = self._live() + inserts
         size = len(self.table)
-        while size < 4 * need:
+        while size < 2 * need:
             size *= 2
         self._prune(size)
 
