@@ -117,69 +117,69 @@ def list_field(table: np.ndarray, heads: np.ndarray, slot: int, field: int):  # 
     return vids, times
 
 
-@numba.njit(cache=True, inline="always")
-def _reached(time: int, newest: int, lateness: int, field: int, feature_field: np.ndarray,
-             feature_hop: np.ndarray, feature_span: np.ndarray) -> bool:  # fmt: skip
-    """Whether some count_distinct feature over `field` still reaches `time`: its window at the
-    key's watermark (newest - lateness) reaches the tile the time falls in."""
-    if time == NO_TIME:
-        return False
-    for j in range(len(feature_field)):
-        if feature_field[j] != field:
+@numba.njit(cache=True)
+def reach(  # type: ignore[no-untyped-def]
+    maxt: np.ndarray,
+    fields: int,
+    lateness: int,
+    feature_field: np.ndarray,
+    feature_hop: np.ndarray,
+    feature_span: np.ndarray,
+):
+    """The earliest time some count_distinct feature over each (slot, field) still reaches:
+    column 0 at the key's watermark (newest - lateness: settled times), column 1 at its newest
+    time (complete times). A time at or after it is reached (its tile is in that feature's window
+    ring); a key never seen reaches nothing. One pass over the keys, so that deciding which of
+    millions of rows are live is a comparison each, not a division per feature."""
+    never = np.iinfo(np.int64).max
+    out = np.full((len(maxt), fields, 2), never, np.int64)
+    for slot in range(len(maxt)):
+        newest = maxt[slot]
+        if newest == NO_TIME:
             continue
-        hop = feature_hop[j]
-        if hop == 0 or time // hop >= (newest - lateness) // hop - feature_span[j]:
-            return True
-    return False
+        for j in range(len(feature_field)):
+            field, hop = feature_field[j], feature_hop[j]
+            for column in range(2):
+                if hop == 0:
+                    earliest = NO_TIME + 1  # a lifetime window reaches every time
+                else:
+                    watermark = newest - lateness if column == 0 else newest
+                    earliest = (watermark // hop - feature_span[j]) * hop
+                if earliest < out[slot, field, column]:
+                    out[slot, field, column] = earliest
+    return out
 
 
 @numba.njit(cache=True, inline="always")
-def _live(table: np.ndarray, h: int, fields: int, maxt: np.ndarray, lateness: int,
-          feature_field: np.ndarray, feature_hop: np.ndarray, feature_span: np.ndarray) -> bool:  # fmt: skip
-    """Whether a row is kept by a rebuild: a live key's, and its settled time (at the watermark)
-    or its complete time (at the newest time) still reached by a feature of its field."""
+def _live(table: np.ndarray, h: int, fields: int, reached: np.ndarray) -> bool:
+    """Whether a row is kept by a rebuild: a live key's, with its settled or its complete time
+    still reached by a feature of its field (`reached`: see `reach`)."""
     key = table[h, KEY]
     if key < 0:
         return False
     pair = key >> 32
     slot = pair // fields
     field = pair - slot * fields
-    newest = maxt[slot]
-    return _reached(table[h, SETTLED], newest, lateness, field, feature_field, feature_hop, feature_span) or (
-        _reached(table[h, COMPLETE], newest, 0, field, feature_field, feature_hop, feature_span)
+    settled, complete = table[h, SETTLED], table[h, COMPLETE]
+    return bool(
+        (settled != NO_TIME and settled >= reached[slot, field, 0])
+        or (complete != NO_TIME and complete >= reached[slot, field, 1])
     )
 
 
 @numba.njit(cache=True)
-def count_live(
-    table: np.ndarray,
-    fields: int,
-    maxt: np.ndarray,
-    lateness: int,
-    feature_field: np.ndarray,
-    feature_hop: np.ndarray,
-    feature_span: np.ndarray,
-) -> int:
+def count_live(table: np.ndarray, fields: int, reached: np.ndarray) -> int:
     """How many rows `rebuild` would keep: one sequential pass, so deciding between cleaning up
     and growing costs a few ms, not a rebuild."""
     live = 0
     for h in range(len(table)):
-        if _live(table, h, fields, maxt, lateness, feature_field, feature_hop, feature_span):
+        if _live(table, h, fields, reached):
             live += 1
     return live
 
 
 @numba.njit(cache=True)
-def rebuild(  # type: ignore[no-untyped-def]
-    table: np.ndarray,
-    heads: np.ndarray,
-    maxt: np.ndarray,
-    lateness: int,
-    feature_field: np.ndarray,
-    feature_hop: np.ndarray,
-    feature_span: np.ndarray,
-    size: int,
-):
+def rebuild(table: np.ndarray, heads: np.ndarray, reached: np.ndarray, size: int):  # type: ignore[no-untyped-def]
     """A new table of `size` rows (a power of two) holding the live rows (see `_live`), read in
     table order (sequentially, not chain by chain); returns it and its meta."""
     fresh = np.full((size, WIDTH), EMPTY, np.int64)
@@ -187,7 +187,7 @@ def rebuild(  # type: ignore[no-untyped-def]
     fields = heads.shape[1]
     heads[:, :] = -1
     for h in range(len(table)):
-        if _live(table, h, fields, maxt, lateness, feature_field, feature_hop, feature_span):
+        if _live(table, h, fields, reached):
             key = table[h, KEY]
             pair = key >> 32
             slot = pair // fields
@@ -201,12 +201,8 @@ def rebuild(  # type: ignore[no-untyped-def]
 def live_entries(  # type: ignore[no-untyped-def]
     table: np.ndarray,
     heads: np.ndarray,
-    maxt: np.ndarray,
     slots: np.ndarray,
-    lateness: int,
-    feature_field: np.ndarray,
-    feature_hop: np.ndarray,
-    feature_span: np.ndarray,
+    reached: np.ndarray,
 ):
     """(row in `slots`, field, value id, latest settled time) of the settled values some feature
     still reaches (for snapshots), in the order of `slots`, then field, then value id, so that
@@ -217,8 +213,8 @@ def live_entries(  # type: ignore[no-untyped-def]
         for field in range(heads.shape[1]):
             h = heads[slot, field]
             while h != -1:
-                if _reached(table[h, SETTLED], maxt[slot], lateness, field, feature_field, feature_hop,
-                            feature_span):  # fmt: skip
+                settled = table[h, SETTLED]
+                if settled != NO_TIME and settled >= reached[slot, field, 0]:
                     count += 1
                 h = table[h, NEXT]
     rows = np.empty(count, np.int64)
@@ -232,8 +228,8 @@ def live_entries(  # type: ignore[no-untyped-def]
             start = n
             h = heads[slot, field]
             while h != -1:
-                if _reached(table[h, SETTLED], maxt[slot], lateness, field, feature_field, feature_hop,
-                            feature_span):  # fmt: skip
+                settled = table[h, SETTLED]
+                if settled != NO_TIME and settled >= reached[slot, field, 0]:
                     rows[n] = r
                     fs[n] = field
                     vids[n] = table[h, KEY] & 0xFFFFFFFF

@@ -59,11 +59,9 @@ def take(store: KernelStore, view: str, fingerprint: str, partition: int) -> dic
     kcell = rows["kcell"]
     unset = kcell[:, id_cells - 1] == 0  # seq 0: no value kept, the id means nothing
     kcell[:, id_cells] = np.where(unset, -1, kcell[:, id_cells])
-    layout = store.layout
     entry_rows, entry_fields, entry_ids, entry_times = table.live_entries(
-        store.table, store.heads, store.maxt, slots, layout.lateness,
-        layout.distinct_field, layout.distinct_hop, layout.distinct_span,
-    )  # fmt: skip
+        store.table, store.heads, slots, store.reach()
+    )
     buffer_rows, buffered = _buffered(store.bhead, store.bnext, slots)
     buffer_ids = store.bids[buffered]
     id_columns = len(store.layout.id_columns)  # (bids has one unused column when there are none)

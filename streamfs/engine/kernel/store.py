@@ -224,27 +224,27 @@ class KernelStore:
         used = int(self.meta[0])
         if used + inserts <= len(self.table) * 7 // 10:
             return
-        need = self._live() + inserts
+        reached = self.reach()
+        need = int(table.count_live(self.table, self.fields, reached)) + inserts
         size = len(self.table)
         while size < 2 * need:
             size *= 2
-        self._prune(size)
+        self.table, self.meta = table.rebuild(self.table, self.heads, reached, size)
 
-    def _live(self) -> int:
+    def reach(self) -> np.ndarray:
+        """distinct.reach of every slot: the earliest count_distinct time each key still needs."""
         layout = self.layout
-        live = table.count_live(
-            self.table, self.fields, self.maxt, layout.lateness,
+        return table.reach(  # type: ignore[no-any-return]
+            self.maxt, self.fields, layout.lateness,
             layout.distinct_field, layout.distinct_hop, layout.distinct_span,
         )  # fmt: skip
-        return int(live)
+
+    def _live(self) -> int:
+        return int(table.count_live(self.table, self.fields, self.reach()))
 
     def _prune(self, size: int) -> None:
         """Rebuild the count_distinct table at `size` rows with only its live rows."""
-        layout = self.layout
-        self.table, self.meta = table.rebuild(
-            self.table, self.heads, self.maxt, layout.lateness,
-            layout.distinct_field, layout.distinct_hop, layout.distinct_span, size,
-        )  # fmt: skip
+        self.table, self.meta = table.rebuild(self.table, self.heads, self.reach(), size)
 
     def interned_bound(self) -> int:
         """At most how many value ids the state still holds (live count_distinct entries,
