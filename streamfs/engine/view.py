@@ -25,6 +25,7 @@ from streamfs.engine.kernel.run import Admitted, KernelOutput, first_unrepresent
 from streamfs.engine.kernel.run import run as kernel_run
 from streamfs.engine.kernel.run import run_columns as kernel_run_columns
 from streamfs.engine.kernel.serving import serving_columns as kernel_serving_columns
+from streamfs.engine.kernel.warmup import warm_up as kernel_warm_up
 from streamfs.engine.reads import evaluate_all, row
 from streamfs.engine.serving import ServingColumns, ServingState, serving_state
 from streamfs.engine.state import Key, KeyState
@@ -504,6 +505,11 @@ class ViewEngine:
         """serving_state of each key, in bulk (see serving_columns)."""
         columns = self.serving_columns(keys)
         return [columns.state(index) for index in range(len(keys))]
+
+    def warm_up(self) -> None:
+        """Load the compiled kernel's functions now rather than in the first batches (kernel/warmup.py)."""
+        if self._kernel is not None:
+            kernel_warm_up(self._kernel)
 
     def serving_columns(self, keys: Sequence[Key]) -> ServingColumns:
         """The serving states of many keys as columns (None for a key without one): on the kernel,

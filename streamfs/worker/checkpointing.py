@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterable
 from streamfs.checkpoint import CheckpointStore
 from streamfs.engine import Engine
 from streamfs.sources import TopicPartitionKey
+from streamfs.worker.priority import lower_priority
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +109,7 @@ def _child_main(
     code = 1
     try:
         gc.disable()  # a collection would touch (and so copy) every object of the parent
+        lower_priority()  # the loop it forked from goes first
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, signal.SIG_DFL)  # not the worker's stop handler
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG

@@ -22,6 +22,7 @@ from streamfs.offline.writer import PartitionGuard, SealedOutput
 from streamfs.sources import KafkaReader, TopicPartitionKey
 from streamfs.worker.checkpointing import Checkpointer
 from streamfs.worker.partitions import PartitionTable
+from streamfs.worker.priority import lower_priority
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +139,9 @@ class Committer:
         sealed = self.offline.seal()
         offsets = self._dead_letters_and_checkpoint(None, checkpoint, background)
         if self._thread is None:
-            self._thread = ThreadPoolExecutor(1, thread_name_prefix="streamfs-parquet")
+            self._thread = ThreadPoolExecutor(
+                1, thread_name_prefix="streamfs-parquet", initializer=lower_priority
+            )
         self._pending = PendingWrite(sealed, self._thread.submit(self._write_parquet, sealed.write), offsets)
 
     def finish(self, reader: KafkaReader | None, *, block: bool) -> bool | None:

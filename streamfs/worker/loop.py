@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import redis
 from confluent_kafka import KafkaException
 
+from streamfs import decode_batch
 from streamfs.checkpoint import CheckpointStore, CommitLog
 from streamfs.deadletter import DeadLetterWriter
 from streamfs.engine import Engine
@@ -114,6 +115,7 @@ class Worker:
         if self.options.serve_metrics:
             self._health = HealthServer(self.metrics, self.settings.metrics_port).start()
             log.info("serving /metrics, /healthz and /readyz on port %d", self._health.port)
+        self.warm_up()
         self.reader = KafkaReader(
             self.settings.consumer_config(),
             self.pipeline.topics,
@@ -146,6 +148,13 @@ class Worker:
         if not committed:
             log.error("stopped with output flushed but the final offset commit failed; a restart replays it")
         return 0 if committed else 1
+
+    def warm_up(self) -> None:
+        """Start-up work the first batches would otherwise stall on: loading the compiled
+        kernel's functions (engine/kernel/warmup.py) and pyarrow's time zones (decode_batch)."""
+        decode_batch.warm_up()
+        for view in self.engine.views.values():
+            view.warm_up()
 
     @property
     def metrics_port(self) -> int | None:
