@@ -294,6 +294,23 @@ def test_count_distinct_survives_pruning_and_growth_of_its_table(lateness: int) 
 
 
 @pytest.mark.parametrize("lateness", [0, 7])
+def test_warm_up_changes_nothing(lateness: int) -> None:
+    """ViewEngine.warm_up (the worker calls it before consuming, kernel/warmup.py) runs the
+    kernel's functions with no events and no keys: the engine holds nothing after it, and the
+    same batches then give the same rows and state as on an engine that was not warmed up."""
+    features = [Aggregate("x", "sum", window=12, hop=4), Aggregate("s", "count_distinct", window=30, hop=5)]
+    view = make_view(features, lateness)
+    warmed, cold = ViewEngine(view), ViewEngine(view)
+    warmed.warm_up()
+    assert warmed.uses_kernel and warmed.keys() == [] and warmed.take_dirty() == []
+    events = [ev(t, f"k{t % 5}", x=float(t % 11), s=f"v{t % 13}") for t in range(400)]
+    for start in range(0, len(events), 100):
+        batch = events[start : start + 100]
+        assert [r.values for r in warmed.process(batch).rows] == [r.values for r in cold.process(batch).rows]
+    assert_same_state(warmed, cold)
+
+
+@pytest.mark.parametrize("lateness", [0, 7])
 def test_interned_values_that_expired_are_compacted_away(lateness: int) -> None:
     """A long-running view with ever new count_distinct values (say, IP addresses over 30 ms)
     must not keep every value it ever saw: past COMPACT_AT ids the kernel moves its state to a
