@@ -157,12 +157,16 @@ class KafkaReader:
         transient errors are logged, fatal ones raise.
 
         Records already fetched are returned at once; only when there are none does this wait,
-        up to `timeout`, for more. (librdkafka's consume waits for the whole timeout unless
-        `max_messages` records are there: at a steady 20,000 events/s every batch waited its
-        20 ms poll timeout, a third of each turn of the loop.)"""
+        up to `timeout`, for the first one, and then returns it with whatever else is there.
+        (librdkafka's consume waits for the whole timeout unless `max_messages` records are
+        there: at a steady 20,000 events/s every batch waited its 20 ms poll timeout, a third
+        of each turn of the loop, and at 5,000 events/s each caught-up turn did.)"""
         messages = self._consumer.consume(num_messages=max_messages, timeout=0)
         if not messages:
-            messages = self._consumer.consume(num_messages=max_messages, timeout=timeout)
+            first = self._consumer.poll(timeout)
+            if first is None:
+                return 0, []
+            messages = [first, *self._consumer.consume(num_messages=max_messages - 1, timeout=0)]
         if not messages:
             return 0, []
         errors = [message.error() for message in messages]

@@ -137,6 +137,7 @@ class Worker:
                     if self.options.until_caught_up and self.caught_up():
                         log.info("caught up with the end offsets seen at assignment")
                         break
+            self.online.check_restart_next()  # (the last write must not miss a Redis restart)
             committed = self.commit(checkpoint=True)
         finally:
             self.committer.close()

@@ -177,3 +177,32 @@ def test_a_claim_waits_for_a_redis_write_under_way_and_parquet_does_not_block_re
         online.start()
         online.join(5)
         assert not online.is_alive(), "a Parquet write held up a Redis write"
+
+
+def test_redis_run_id_is_asked_at_most_once_a_second_unless_a_check_is_due(
+    tmp_path: Path, redis_url: str
+) -> None:
+    """OnlineSync asks INFO for Redis's run_id (a restart means rewriting every key) on its first
+    write, then at most every RESTART_CHECK_S, and at once after check_restart_next (what a
+    failed write and the worker's final commit call)."""
+    client = redis.Redis.from_url(redis_url)
+    owner = PartitionOwnership(CheckpointStore(tmp_path / "checkpoints", "g"))
+    owner.claim(("txns", 0))
+    engine = Engine([VIEW])
+    sync, _ = online_sync(engine, client, f"runid-{uuid.uuid4().hex}", owner)
+
+    def info_calls() -> int:
+        return int(client.info("commandstats").get("cmdstat_info", {"calls": 0})["calls"])
+
+    def write_batch(first: int) -> int:
+        """INFO calls a write of three more events makes (the counting INFO itself taken out)."""
+        engine.views["spend"].process(events(0, range(first, first + 3)))
+        before = info_calls()
+        write(sync)
+        return info_calls() - before - 1
+
+    assert write_batch(0) == 1  # the first write learns the run_id
+    assert write_batch(3) == 0  # within the second: not asked again
+    sync.check_restart_next()
+    assert write_batch(6) == 1
+    client.close()
