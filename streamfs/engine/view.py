@@ -519,8 +519,7 @@ class ViewEngine:
         keys = list(keys)
         if store is None:
             return ServingColumns.of_states(keys, [self.serving_state(key) for key in keys])
-        slots = [-1 if slot is None else slot for slot in map(store.find, keys)]
-        return kernel_serving_columns(store, keys, slots)
+        return kernel_serving_columns(store, keys, store.find_slots(keys))
 
     def take_dirty_by_partition(self) -> dict[int, list[Key]]:
         """take_dirty() grouped by partition (each partition's Redis writes are fenced on their own)."""

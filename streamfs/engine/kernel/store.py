@@ -146,6 +146,21 @@ class KernelStore:
             return None
         return int(self.maxt[slot])
 
+    def find_slots(self, keys: list[Key]) -> list[int]:
+        """find() of many keys (-1: not held), a bulk dict lookup per partition instead of a
+        Python call per key (the online writer's keys are any partitions' keys)."""
+        found: list[int | None] = [None] * len(keys)
+        missing = list(range(len(keys)))
+        for keyed in self.partitions.values():
+            if not missing:
+                break
+            looked = list(map(keyed.get, [keys[i] for i in missing]))
+            for i, slot in zip(missing, looked, strict=True):
+                if slot is not None:
+                    found[i] = slot
+            missing = [i for i, slot in zip(missing, looked, strict=True) if slot is None]
+        return [-1 if slot is None else slot for slot in found]
+
     def find(self, key: Key) -> int | None:
         for keys in self.partitions.values():
             slot = keys.get(key)
