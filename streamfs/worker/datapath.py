@@ -142,7 +142,7 @@ class DataPath:
             metrics.decoded.labels(topic, "columnar").inc(len(run.offsets))
             table = decoded
         source = self.pipeline.source(topic)
-        metrics.consumed.labels(topic).inc(len(run.offsets) + len(rejected))
+        consumed = len(run.offsets) + len(rejected)
         self.offline.add_event_table(source, topic, partition, table)
         events: list[SourceEvent] | None = None
         for engine in self.engine.for_topic(topic):
@@ -162,7 +162,7 @@ class DataPath:
             metrics.accepted.labels(engine.name).inc(rows.num_rows)
             if len(result.rejected):
                 rejected.extend(self._too_late(engine, table, run, arrivals, result))
-        self._hand_over(topic, rejected, arrivals)
+        self._hand_over(topic, consumed, rejected, arrivals)
         return True
 
     def _run_view(self, engine: ViewEngine, events: list[SourceEvent]) -> list[Rejected]:
@@ -204,18 +204,22 @@ class DataPath:
         return out
 
     def _aggregate(self, topic: str, events: list[SourceEvent], rejected: list[Rejected]) -> None:
-        metrics = self.metrics
-        metrics.consumed.labels(topic).inc(len(events) + len(rejected))
+        consumed = len(events) + len(rejected)
         self.offline.add_events(self.pipeline.source(topic), events)
         for engine in self.engine.for_topic(topic):
             rejected.extend(self._run_view(engine, events))
-        self._hand_over(topic, rejected, [event.arrival_time for event in events])
+        self._hand_over(topic, consumed, rejected, [event.arrival_time for event in events])
 
-    def _hand_over(self, topic: str, rejected: list[Rejected], arrivals: list[int]) -> None:
+    def _hand_over(self, topic: str, consumed: int, rejected: list[Rejected], arrivals: list[int]) -> None:
         """Both paths' end: rejections counted and sent to the dead letters, arrivals noted for
-        the freshness the next Redis write observes."""
+        the freshness the next Redis write observes.
+
+        Records count as consumed last, once every view's accepted and rejected counters hold
+        them: a scrape that sees them consumed sees them fully accounted for.
+        """
         for item in rejected:
             self.metrics.rejected.labels(item.reason, item.view or "").inc()
+        self.metrics.consumed.labels(topic).inc(consumed)
         self.dead_letters.add(topic, rejected)
         self.online.arrived(arrivals)
 

@@ -575,56 +575,20 @@ def _read(
     return True
 
 
-@numba.njit(cache=True)
-def process(  # type: ignore[no-untyped-def]
-    slots: np.ndarray,
-    times: np.ndarray,
-    values: np.ndarray,
-    ids: np.ndarray,
-    rows: bool,
-    lateness: int,
-    state: tuple,  # type: ignore[type-arg]
-    distinct: tuple,  # type: ignore[type-arg]
-    buffer: tuple,  # type: ignore[type-arg]
-    groups: np.ndarray,
-    ops: np.ndarray,
-    readers: np.ndarray,
-    fields: int,
-    accepted: np.ndarray,
-    newest: np.ndarray,
-    out_int: np.ndarray,
-    out_float: np.ndarray,
-    asks: np.ndarray,
-    ask_newest: np.ndarray,
-    ask_int: np.ndarray,
-    ask_float: np.ndarray,
-    complete: tuple,  # type: ignore[type-arg]
-    cvalid: np.ndarray,
-    complete_at: int,
-):
-    """Run the events in order; returns (how many ran, whether the last one's row is missing,
-    how many asks were answered).
-
-    asks rows: (position, slot or -1, t, serve): answered after the first `position` events,
-    as the window at max(t, newest) (serve: what the online store answers) or max(t, watermark)
-    (evaluate), into row q of ask_int/ask_float, with the key's newest time (UNSEEN if none).
-
-    This allocates the loop's scratch arrays; the loop itself (_run_events) runs without
-    reference counting (see unmanaged.py)."""
-    scratch = np.zeros(2 * DIGITS + 4, np.int64)
-    window = np.zeros(state[6].shape[1], np.int64)
-    places = np.zeros((groups.shape[0], 3), np.int64)
-    found = np.full((fields, 2), NOT_LOOKED_UP, np.int64)
-    return _run_events(
-        slots, times, values, ids, rows, lateness, state, distinct, buffer, groups, ops, readers,
-        fields, accepted, newest, out_int, out_float, asks, ask_newest, ask_int,
-        ask_float, complete, cvalid, complete_at,
-        scratch, window, places, found,
-    )  # fmt: skip
+def loop_scratch(groups: np.ndarray, totals: int, fields: int) -> tuple[np.ndarray, ...]:
+    """The scratch arrays process and serving.step_rows work in (they allocate nothing): an exact
+    sum's digits, a window's totals (`totals` cells), each group's places for _settle, and each
+    field's found row."""
+    return (
+        np.zeros(2 * DIGITS + 4, np.int64),
+        np.zeros(totals, np.int64),
+        np.zeros((groups.shape[0], 3), np.int64),
+        np.full((fields, 2), NOT_LOOKED_UP, np.int64),
+    )
 
 
 @unmanaged
-def _run_events(  # type: ignore[no-untyped-def]
+def process(  # type: ignore[no-untyped-def]
     slots: np.ndarray,
     times: np.ndarray,
     values: np.ndarray,
@@ -654,7 +618,14 @@ def _run_events(  # type: ignore[no-untyped-def]
     places: np.ndarray,
     found: np.ndarray,
 ):
-    """process's loop (see process)."""
+    """Run the events in order; returns (how many ran, whether the last one's row is missing,
+    how many asks were answered).
+
+    asks rows: (position, slot or -1, t, serve): answered after the first `position` events,
+    as the window at max(t, newest) (serve: what the online store answers) or max(t, watermark)
+    (evaluate), into row q of ask_int/ask_float, with the key's newest time (UNSEEN if none).
+    scratch, window, places, found: loop_scratch's arrays (compiled without reference
+    counting, this allocates nothing: see unmanaged.py)."""
     maxt, seq = state[0], state[1]
     btime, bseq, bnext, bvals, bids, bhead, bmeta, btail = buffer
     q = 0

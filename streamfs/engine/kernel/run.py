@@ -149,6 +149,7 @@ def run_columns(
         store.complete,
         store.cvalid,
         store.complete_at,
+        *batch.loop_scratch(layout.groups, store.tot.shape[1], store.fields),
     )
     taken = accepted[:ran].astype(bool)
     if missing:

@@ -21,72 +21,41 @@ import numpy as np
 
 from streamfs.engine.kernel import batch
 from streamfs.engine.kernel import distinct as table
-from streamfs.engine.kernel.fixed import DIGITS
 from streamfs.engine.kernel.run import rows_of_columns
 from streamfs.engine.kernel.store import KernelStore
 from streamfs.engine.kernel.unmanaged import unmanaged
 from streamfs.engine.serving import ServingColumns, ServingState, is_plain, serving_state
 from streamfs.engine.state import Key
 
+StepScratch = tuple[
+    np.ndarray, np.ndarray, tuple[np.ndarray, ...], np.ndarray, np.ndarray,
+    np.ndarray, np.ndarray, np.ndarray, np.ndarray,
+]  # fmt: skip
 
-@numba.njit(cache=True)
-def step_rows(
-    slots: np.ndarray,
-    lateness: int,
-    state: tuple,  # type: ignore[type-arg]
-    distinct: tuple,  # type: ignore[type-arg]
-    buffer: tuple,  # type: ignore[type-arg]
-    groups: np.ndarray,
-    ops: np.ndarray,
-    readers: np.ndarray,
-    fields: int,
-    out_int: np.ndarray,
-    out_float: np.ndarray,
-    starts: np.ndarray,
-    steps: np.ndarray,
-    exact: np.ndarray,
-    region: np.ndarray,
-    complete: tuple,  # type: ignore[type-arg]
-    cvalid: np.ndarray,
-    settle_ops: np.ndarray,
-) -> None:
-    """Each slot's step rows, slot by slot, each group's rows in its own region: group g's rows
-    are written from row region[g] on, key after key, so they are contiguous. Row r holds the
-    group's values from starts[r] on (its other columns are unused); steps[s, g] how many rows
-    slot s's group g has. A slot < 0 (no such key) or without an accepted event has none.
-    exact[s] is 0 where a value cannot be given exactly (the caller uses the Python engine for
-    that key). `settle_ops`: the ops without count_distinct's (see _fold).
 
-    With allowed lateness a key's complete tiles (every accepted event settled, valid where
-    cvalid) are read instead of its settled tiles plus its buffer: a hot key's buffer holds a
-    lateness' worth of events, and every read walked it (count_distinct twice over)."""
-    scratch = np.zeros(2 * DIGITS + 4, np.int64)
-    window = np.zeros(state[6].shape[1], np.int64)
-    longest = int(groups[:, 1].max()) + 1 if groups.shape[0] else 1
-    folded = (  # one key's tiles from the window at its newest event on, its buffer settled in
+def step_scratch(store: KernelStore) -> StepScratch:
+    """step_rows' scratch (its arguments after settle_ops but next_row): batch.loop_scratch's
+    arrays, one key's tiles folded (from the window at its newest event on, its buffer settled
+    in), and each reader's suffix bests (min/max/last/first of the windows from tile lo + d on)."""
+    groups, readers = store.layout.groups, store.layout.readers
+    scratch, window, places, found = batch.loop_scratch(groups, store.tot.shape[1], store.fields)
+    folded = (
         np.zeros(1, np.int64),
         np.zeros(1, np.int64),
-        np.empty((1, state[2].shape[1]), np.int64),
-        np.empty((1, state[3].shape[1]), np.int64),
-        np.empty((1, state[4].shape[1]), np.int64),
-        np.empty((1, state[5].shape[1]), np.float64),
-        np.zeros((1, state[6].shape[1]), np.int64),
+        np.empty((1, store.tids.shape[1]), np.int64),
+        np.empty((1, store.icell.shape[1]), np.int64),
+        np.empty((1, store.kcell.shape[1]), np.int64),
+        np.empty((1, store.fcell.shape[1]), np.float64),
+        np.zeros((1, store.tot.shape[1]), np.int64),
     )
-    places = np.zeros((groups.shape[0], 3), np.int64)
-    found = np.full((fields, 2), batch.NOT_LOOKED_UP, np.int64)
-    best_value = np.empty((readers.shape[0], longest), np.float64)  # min/max/last/first of the
-    best_time = np.empty((readers.shape[0], longest), np.int64)  # windows from tile lo + d on
-    best_seq = np.empty((readers.shape[0], longest), np.int64)
-    best_id = np.empty((readers.shape[0], longest), np.int64)
-    _step_rows_loop(
-        slots, lateness, state, distinct, buffer, groups, ops, readers, fields, out_int,
-        out_float, starts, steps, exact, region, complete, cvalid, settle_ops,
-        scratch, window, folded, places, best_value, best_time, best_seq, best_id, region.copy(), found,
-    )  # fmt: skip
+    bests = (readers.shape[0], int(groups[:, 1].max()) + 1 if groups.shape[0] else 1)
+    best_value = np.empty(bests, np.float64)
+    best_time, best_seq, best_id = (np.empty(bests, np.int64) for _ in range(3))
+    return (scratch, window, folded, places, found, best_value, best_time, best_seq, best_id)
 
 
 @unmanaged
-def _step_rows_loop(
+def step_rows(
     slots: np.ndarray,
     lateness: int,
     state: tuple,  # type: ignore[type-arg]
@@ -109,14 +78,25 @@ def _step_rows_loop(
     window: np.ndarray,
     folded: tuple,  # type: ignore[type-arg]
     places: np.ndarray,
+    found: np.ndarray,
     best_value: np.ndarray,
     best_time: np.ndarray,
     best_seq: np.ndarray,
     best_id: np.ndarray,
     next_row: np.ndarray,
-    found: np.ndarray,
 ) -> None:
-    """step_rows' loop, without reference counting (batch.py says why)."""
+    """Each slot's step rows, slot by slot, each group's rows in its own region: group g's rows
+    are written from row region[g] on, key after key, so they are contiguous. Row r holds the
+    group's values from starts[r] on (its other columns are unused); steps[s, g] how many rows
+    slot s's group g has. A slot < 0 (no such key) or without an accepted event has none.
+    exact[s] is 0 where a value cannot be given exactly (the caller uses the Python engine for
+    that key). `settle_ops`: the ops without count_distinct's (see _fold). The rest is scratch
+(`step_scratch`: compiled without reference counting, this allocates nothing, unmanaged.py);
+next_row starts as a copy of region.
+
+    With allowed lateness a key's complete tiles (every accepted event settled, valid where
+    cvalid) are read instead of its settled tiles plus its buffer: a hot key's buffer holds a
+    lateness' worth of events, and every read walked it (count_distinct twice over)."""
     maxt = state[0]
     windowed = False
     for g in range(groups.shape[0]):
@@ -446,6 +426,8 @@ def serving_columns(store: KernelStore, keys: list[Key], slots: list[int]) -> Se
         store.complete,
         store.cvalid,
         layout.settle_ops,
+        *step_scratch(store),
+        region.copy(),
     )
     found = slot_array >= 0
     maxt = np.full(count, batch.UNSEEN, np.int64)

@@ -8,8 +8,8 @@ key with a dozen arrays each, so these atomic operations were most of their time
 went from 0.71 to 0.17 µs per event with 100 keys, the benchmark view from 3.5 to 2.3 µs).
 
 A function compiled this way must not allocate (np.zeros, .copy(), a slice assignment):
-numba refuses to compile it ("NRT required but not enabled"). Its caller allocates what it
-needs and passes it in (batch.process → _run_events, serving.step_rows → _step_rows_loop).
+numba refuses to compile it ("NRT required but not enabled"). Its Python caller allocates the
+scratch it needs and passes it in (batch.loop_scratch, serving.step_scratch).
 The arrays it reads are borrowed from that caller, which holds them for the whole call.
 Helpers marked inline="always" are compiled into their caller and take its options.
 """
