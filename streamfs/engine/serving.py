@@ -8,7 +8,10 @@ boundaries at which they change; a reader picks the step for its read time (exac
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any, NamedTuple
+
+import numpy as np
 
 from streamfs.aggregations import GroupAggregator
 from streamfs.engine.compiled import CompiledView, WindowGroup
@@ -195,6 +198,25 @@ def serving_state(compiled: CompiledView, key: Key, state: KeyState) -> ServingS
     return ServingState(key, max_time, state.seq, groups)
 
 
+class StepArrays(NamedTuple):
+    """The kernel's step rows as arrays (kernel/serving.py): what an encoder packs without
+    turning every value into a Python object.
+
+    Group g's rows begin at row region[g], key after key; key i has steps[i, g] of them.
+    Row r holds its group's values from starts[r] on, in columns[g] of ints (int64) or
+    floats (float64), as kinds says, one letter per group column, group after group:
+    ``i`` an int64, ``f`` a float (NaN: None), ``n`` an int held in a float (NaN: None).
+    """
+
+    starts: np.ndarray
+    ints: np.ndarray
+    floats: np.ndarray
+    region: np.ndarray
+    steps: np.ndarray
+    columns: tuple[tuple[int, ...], ...]
+    kinds: bytes
+
+
 class ServingColumns:
     """The serving states of many keys as columns: what the online writer encodes without
     building a ServingState (and a GroupSteps per group) for every changed key.
@@ -204,14 +226,19 @@ class ServingColumns:
     their ServingState (None: no accepted event, or no such key) was built the slow way (the
     Python engine, or a value the kernel cannot give exactly). `plain[i]`: every value of key
     i's steps `is_plain`, so the writer can dump them as they are.
+
+    `arrays`: the same steps as arrays, when every column is a number (an encoder packs them
+    as they are); group_starts and group_rows are then built from them on first use only.
     """
 
     __slots__ = (
+        "_group_rows",
+        "_group_starts",
+        "_rows_of_arrays",
+        "arrays",
         "counts",
         "events",
         "group_first",
-        "group_rows",
-        "group_starts",
         "keys",
         "max_times",
         "plain",
@@ -226,26 +253,48 @@ class ServingColumns:
         events: list[int],
         counts: list[list[int]],
         group_first: list[list[int]],
-        group_starts: list[tuple[int, ...]],
-        group_rows: list[tuple[tuple[Any, ...], ...]],
+        group_starts: list[tuple[int, ...]] | None,
+        group_rows: list[tuple[tuple[Any, ...], ...]] | None,
         plain: list[bool],
         states: dict[int, ServingState | None],
+        arrays: StepArrays | None = None,
+        rows_of_arrays: Callable[[], tuple[list[tuple[int, ...]], list[tuple[tuple[Any, ...], ...]]]]
+        | None = None,
     ) -> None:
         self.keys = keys
         self.max_times = max_times
         self.events = events
         self.counts = counts
         self.group_first = group_first
-        self.group_starts = group_starts
-        self.group_rows = group_rows
+        self._group_starts = group_starts
+        self._group_rows = group_rows
         self.plain = plain
         self.states = states
+        self.arrays = arrays
+        self._rows_of_arrays = rows_of_arrays
 
     @classmethod
     def of_states(cls, keys: list[Key], states: list[ServingState | None]) -> ServingColumns:
         """Columns that hold no key: every state given as it is (the Python engine's path)."""
         return cls(keys, max_times=[], events=[], counts=[], group_first=[], group_starts=[],
                    group_rows=[], plain=[], states=dict(enumerate(states)))  # fmt: skip
+
+    def _python_rows(self) -> None:
+        if self._group_starts is None or self._group_rows is None:
+            assert self._rows_of_arrays is not None
+            self._group_starts, self._group_rows = self._rows_of_arrays()
+
+    @property
+    def group_starts(self) -> list[tuple[int, ...]]:
+        self._python_rows()
+        assert self._group_starts is not None
+        return self._group_starts
+
+    @property
+    def group_rows(self) -> list[tuple[tuple[Any, ...], ...]]:
+        self._python_rows()
+        assert self._group_rows is not None
+        return self._group_rows
 
     def groups(self, index: int) -> list[tuple[tuple[int, ...], tuple[tuple[Any, ...], ...]]]:
         """(starts, values) of each group of columnar key `index`."""

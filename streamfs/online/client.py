@@ -105,6 +105,11 @@ class FeatureClient:
             self.client: redis.Redis | RedisCluster = redis.Redis.from_url(redis_url_or_client)
         else:
             self.client = redis_url_or_client
+            if self.client.get_encoder().decode_responses:
+                raise ValueError(
+                    "FeatureClient needs a Redis client that returns bytes (decode_responses=False): "
+                    "entries of numeric views are binary (docs/storage-online.md)"
+                )
         self.namespace = namespace
         self._given = {view.name: ViewMeta.from_view(view) for view in views or ()}
         self._stored: dict[str, ViewMeta] = {}

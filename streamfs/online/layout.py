@@ -1,10 +1,13 @@
 """The Redis layout of the online store: key names and value encoding, write side and read side.
 
-This module is the only place that knows how features sit in Redis (docs/storage-online.md):
+This module and its binary half, online/packed.py, are the only places that know how features
+sit in Redis (docs/storage-online.md):
 
 * ``<ns>:{<entity>:<encode_key(key)>}:<view>`` — a string per (view, entity key). The ``{...}``
   hash tag puts every view of one entity in one Redis Cluster slot.
-* its value — compact JSON ``[fingerprint, max_time, events, written_ms, exotic, groups]`` where
+* its value — for a view whose features are all numbers, written by the kernel: packed 64-bit
+  words (online/packed.py, first byte 0xB5); otherwise compact JSON
+  ``[fingerprint, max_time, events, written_ms, exotic, groups]`` where
   ``groups`` is ``[[starts, values], ...]``, one step function per window group (engine order).
   Reads evaluate the step function at ``max(as_of, max_time)``, so values decay with time even
   when no event arrives. ``exotic`` is 1 when some value needed a tag (see streamfs.tagged), so the
@@ -30,6 +33,7 @@ import orjson
 from streamfs.definitions import FeatureView
 from streamfs.engine import ServingState, ViewEngine
 from streamfs.engine.serving import INT64_MIN, UINT64_MAX, ServingColumns, is_plain
+from streamfs.online.packed import CAN_PACK, FIRST_BYTE, PackedReader, Pick, pack_entries
 from streamfs.tagged import freeze, thaw
 
 NAMESPACE = "sfs"
@@ -157,20 +161,34 @@ def encode_entry(state: ServingState, fingerprint: str, written_ms: int) -> byte
 
 
 def encode_entries(columns: ServingColumns, fingerprint: str, written_ms: int) -> list[bytes | None]:
-    """encode_entry of each key's state in `columns` (None where it has none), in bulk: a plain
-    columnar key's entry is dumped straight from the columns, byte for byte what encode_entry
-    writes for its ServingState (tests/unit/test_engine_kernel.py checks), without building it."""
-    out: list[bytes | None] = []
+    """The entry of each key's state in `columns` (None where it has none), in bulk: packed
+    (online/packed.py) where the kernel's arrays hold it and every value is plain, else JSON
+    as encode_entry writes it (a plain key's straight from the columns, byte for byte what
+    encode_entry writes for its ServingState: tests/unit/test_engine_kernel.py checks)."""
     slow = columns.states
     plain = columns.plain
+    count = len(columns.keys)
+    out: list[bytes | None] = [None] * count
+    arrays = columns.arrays
+    packable: list[int] = []
+    if arrays is not None and CAN_PACK:
+        packable = [index for index in range(count) if plain[index] and index not in slow]
+        packed = pack_entries(arrays, packable, fingerprint, written_ms, columns.max_times, columns.events)
+        for index, entry in zip(packable, packed, strict=True):
+            out[index] = entry
+        if len(packable) == count:
+            return out
+    chosen = set(packable)
     dumps = orjson.dumps
     max_times, events, groups = columns.max_times, columns.events, columns.groups
-    for index in range(len(columns.keys)):
+    for index in range(count):
+        if index in chosen:
+            continue
         if index in slow or not plain[index]:
             state = columns.state(index)
-            out.append(None if state is None else encode_entry(state, fingerprint, written_ms))
+            out[index] = None if state is None else encode_entry(state, fingerprint, written_ms)
         else:
-            out.append(dumps([fingerprint, max_times[index], events[index], written_ms, 0, groups(index)]))
+            out[index] = dumps([fingerprint, max_times[index], events[index], written_ms, 0, groups(index)])
     return out
 
 
@@ -220,10 +238,6 @@ class Freshness(NamedTuple):
     """True when as_of is more than the view's ttl after event_time (the values read as None)."""
 
 
-Pick = tuple[int, tuple[int, ...] | None]
-"""(group index, positions in the group's step values, or None for all of them)."""
-
-
 class EntryReader:
     """Decodes the entries of one view for a fixed list of requested features, in bulk.
 
@@ -231,7 +245,7 @@ class EntryReader:
     and slicing, with no per-feature Python dispatch.
     """
 
-    __slots__ = ("_absent", "_fingerprint", "_order", "_picks", "_ttl", "width")
+    __slots__ = ("_absent", "_fingerprint", "_order", "_packed", "_picks", "_ttl", "width")
 
     def __init__(self, meta: ViewMeta, features: Sequence[str]) -> None:
         where = {name: (g, p) for g, names in enumerate(meta.groups) for p, name in enumerate(names)}
@@ -252,6 +266,8 @@ class EntryReader:
         self._ttl = meta.ttl
         self.width = len(features)
         self._absent: tuple[Any, ...] = (None,) * len(features)
+        widths = tuple(len(names) for names in meta.groups)
+        self._packed = PackedReader(meta.fingerprint, widths, self._picks, self._order)
 
     def read(
         self, raws: Sequence[bytes | None], as_of: int
@@ -264,36 +280,55 @@ class EntryReader:
         values: list[Sequence[Any]] = []
         freshness: list[Freshness | None] = []
         absent = self._absent
-        fingerprint = self._fingerprint
         ttl = self._ttl
-        picks = self._picks
-        order = self._order
-        loads = orjson.loads
+        packed = [raw for raw in raws if raw is not None and raw[0] == FIRST_BYTE]
+        if packed:  # read in bulk; taken in order below
+            bulk = self._packed.read(packed, as_of)
+            valid, max_times, events, written, rows = bulk
+        p = 0
         for raw in raws:
             if raw is None:
                 values.append(absent)
                 freshness.append(None)
-                continue
-            entry = loads(raw)
-            if entry[0] != fingerprint:
-                values.append(absent)
-                freshness.append(None)
-                continue
-            max_time = entry[1]
-            if ttl is not None and as_of - max_time > ttl:
-                values.append(absent)
-                freshness.append(Freshness(max_time, entry[3], entry[2], True))
-                continue
-            groups = _thaw_groups(entry[5]) if entry[4] else entry[5]
-            t = as_of if as_of > max_time else max_time
-            row: list[Any] = []
-            for group, positions in picks:
-                starts, steps = groups[group]
-                step = steps[bisect_right(starts, t) - 1]
-                if positions is None:
-                    row += step
+            elif raw[0] != FIRST_BYTE:
+                self._read_json(raw, as_of, values, freshness)
+            else:
+                if not valid[p]:
+                    values.append(absent)
+                    freshness.append(None)
+                elif ttl is not None and as_of - max_times[p] > ttl:
+                    values.append(absent)
+                    freshness.append(Freshness(max_times[p], written[p], events[p], True))
                 else:
-                    row += [step[p] for p in positions]
-            values.append(row if order is None else [row[i] for i in order])
-            freshness.append(Freshness(max_time, entry[3], entry[2], False))
+                    values.append(rows[p])
+                    freshness.append(Freshness(max_times[p], written[p], events[p], False))
+                p += 1
         return values, freshness
+
+    def _read_json(
+        self, raw: bytes | str, as_of: int, values: list[Sequence[Any]], freshness: list[Freshness | None]
+    ) -> None:
+        """read() of one JSON entry."""
+        entry = orjson.loads(raw)
+        if entry[0] != self._fingerprint:
+            values.append(self._absent)
+            freshness.append(None)
+            return
+        max_time = entry[1]
+        if self._ttl is not None and as_of - max_time > self._ttl:
+            values.append(self._absent)
+            freshness.append(Freshness(max_time, entry[3], entry[2], True))
+            return
+        groups = _thaw_groups(entry[5]) if entry[4] else entry[5]
+        t = as_of if as_of > max_time else max_time
+        row: list[Any] = []
+        for group, positions in self._picks:
+            starts, steps = groups[group]
+            step = steps[bisect_right(starts, t) - 1]
+            if positions is None:
+                row += step
+            else:
+                row += [step[p] for p in positions]
+        order = self._order
+        values.append(row if order is None else [row[i] for i in order])
+        freshness.append(Freshness(max_time, entry[3], entry[2], False))

@@ -111,17 +111,34 @@ def sweep(max_times: list[int]) -> list[int]:
     return sorted(points)
 
 
-def test_reads_equal_engine_serve_at_every_as_of(redis_client: redis.Redis, namespace: str) -> None:
-    view = card_view(ttl=40)
+def numeric_card_view(ttl: int | None = None) -> FeatureView:
+    """card_view without the features of the string field: its entries are packed (binary)."""
+    view = card_view(ttl)
+    return view.model_copy(update={"features": tuple(f for f in view.features if f.field != "s")})
+
+
+@pytest.mark.parametrize("make_view", [card_view, numeric_card_view], ids=["json", "packed"])
+def test_reads_equal_engine_serve_at_every_as_of(
+    redis_client: redis.Redis, namespace: str, make_view: Any
+) -> None:
+    view = make_view(ttl=40)
     engine = store(redis_client, view, STREAM, namespace)
+    raw = redis_client.get(entry_key(namespace, "card", "a", "card_activity"))
+    assert raw is not None and raw[:1] == (b"[" if make_view is card_view else b"\xb5")
     client = FeatureClient(redis_client, [view], namespace=namespace)
     keys = ["a", "b", "missing"]
     for as_of in sweep([140, 125]):
         result = client.get_features("card_activity", keys, as_of=as_of)
         assert result.names == tuple(view.feature_names)
-        assert result.to_dicts() == [
-            engine.serve((k,), as_of) or dict.fromkeys(view.feature_names) for k in keys
-        ]
+        expected = [engine.serve((k,), as_of) or dict.fromkeys(view.feature_names) for k in keys]
+        assert result.to_dicts() == expected
+        typed = [[(type(v), v) for v in row.values()] for row in expected]
+        assert [[(type(v), v) for v in row] for row in result.rows] == typed
+
+
+def test_a_client_that_decodes_responses_is_refused(redis_url: str) -> None:
+    with pytest.raises(ValueError, match="decode_responses=False"):
+        FeatureClient(redis.Redis.from_url(redis_url, decode_responses=True))
 
 
 def test_missing_entities_read_as_none(redis_client: redis.Redis, namespace: str) -> None:

@@ -9,6 +9,7 @@ hand-over to the Python engine when an event carries a value the kernel cannot h
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
@@ -23,7 +24,8 @@ from streamfs.engine import ViewEngine
 from streamfs.engine import view as view_module
 from streamfs.engine.kernel import KernelLayout, store
 from streamfs.engine.kernel import batch as kernel_batch
-from streamfs.online.layout import encode_entries, encode_entry
+from streamfs.online.layout import EntryReader, ViewMeta, encode_entries, encode_entry
+from streamfs.online.packed import MAGIC
 from streamfs.records import Position, SourceEvent
 
 KERNEL_FUNCTIONS: list[AggregationName] = [
@@ -143,6 +145,12 @@ def run_both(
     return kernel, python, out["kernel"], out["python"]
 
 
+def typed(read: tuple[list[Any], list[Any]]) -> Any:
+    """EntryReader.read's answer with each value's type next to it (3 and 3.0 differ)."""
+    values, freshness = read
+    return [[(type(value), value) for value in row] for row in values], freshness
+
+
 def assert_same_state(kernel: ViewEngine, python: ViewEngine) -> None:
     assert kernel.partitions == python.partitions
     assert sorted(kernel.keys()) == sorted(python.keys())
@@ -166,11 +174,23 @@ def assert_same_state(kernel: ViewEngine, python: ViewEngine) -> None:
             assert again.evaluate(key, watermark + 4) == python.evaluate(key, watermark + 4)
     keys = python.keys(None)
     python_entries = [encode_entry(state, "fp", 5) for state in python.serving_states(keys)]  # type: ignore[arg-type]
-    for engine in (kernel, python):  # the bulk encoder writes what encode_entry writes, byte for byte
-        assert encode_entries(engine.serving_columns([*keys, ("absent",)]), "fp", 5) == [
-            *python_entries,
-            None,
-        ]
+    meta = dataclasses.replace(ViewMeta.from_engine(kernel), fingerprint="fp")
+    reader = EntryReader(meta, list(kernel.view.feature_names))
+    for engine in (kernel, python):
+        entries = encode_entries(engine.serving_columns([*keys, ("absent",)]), "fp", 5)
+        assert entries[-1] is None
+        if not engine.uses_kernel:  # the bulk encoder writes what encode_entry writes, byte for byte
+            assert entries == [*python_entries, None]
+        # on the kernel, entries are packed where they can be (online/packed.py), else the same
+        # JSON; either way a reader gets the same values, of the same types, and freshness
+        for key, ours, theirs in zip(keys, entries, python_entries, strict=False):
+            assert ours is not None
+            assert ours == theirs or ours[:1] == MAGIC[:1]
+            watermark = python.watermark(key)
+            assert watermark is not None
+            for delta in (-3, 0, 1, 4, 5, 11, 30, 31, 200):
+                read_ours, read_theirs = (reader.read([raw], watermark + delta) for raw in (ours, theirs))
+                assert typed(read_ours) == typed(read_theirs)
     for key in keys:
         watermark = python.watermark(key)
         assert watermark is not None and kernel.watermark(key) == watermark

@@ -24,7 +24,7 @@ from streamfs.engine.kernel import distinct as table
 from streamfs.engine.kernel.run import rows_of_columns
 from streamfs.engine.kernel.store import KernelStore
 from streamfs.engine.kernel.unmanaged import unmanaged
-from streamfs.engine.serving import ServingColumns, ServingState, is_plain, serving_state
+from streamfs.engine.serving import ServingColumns, ServingState, StepArrays, is_plain, serving_state
 from streamfs.engine.state import Key
 
 StepScratch = tuple[
@@ -436,22 +436,34 @@ def serving_columns(store: KernelStore, keys: list[Key], slots: list[int]) -> Se
     seqs[found] = store.seq[slot_array[found]]
     totals = steps.sum(axis=0).tolist()
     names = store.compiled.view.feature_names
+    columns = [
+        tuple(names.index(name) for name in group) for group in store.compiled.group_features
+    ]  # fmt: skip
     bad_row = np.zeros(capacity, np.bool_)
-    group_starts: list[tuple[int, ...]] = []
-    group_rows: list[tuple[tuple[Any, ...], ...]] = []
-    for g, group in enumerate(store.compiled.group_features):
+    for g in range(group_count):
         rows = slice(int(region[g]), int(region[g]) + totals[g])
-        columns = [names.index(name) for name in group]
-        _mark_unplain(store, out_int[rows], out_float[rows], columns, bad_row[rows])
-        group_starts.append(tuple(starts[rows].tolist()))  # (tuples: their slices are the steps' tuples)
-        group_rows.append(tuple(rows_of_columns(store, out_int[rows], out_float[rows], columns)))
-    firsts = np.cumsum(steps, axis=0) - steps  # key i's first row of group g, within the group
+        _mark_unplain(store, out_int[rows], out_float[rows], list(columns[g]), bad_row[rows])
     plain = np.ones(count, np.bool_)
     if bad_row.any():  # the keys those rows belong to
         for g in range(group_count):
             owner = np.repeat(np.arange(count), steps[:, g])
             bad = bad_row[int(region[g]) : int(region[g]) + totals[g]]
             plain[owner[bad]] = False
+
+    def python_rows() -> tuple[list[tuple[int, ...]], list[tuple[tuple[Any, ...], ...]]]:
+        group_starts: list[tuple[int, ...]] = []
+        group_rows: list[tuple[tuple[Any, ...], ...]] = []
+        for g in range(group_count):
+            rows = slice(int(region[g]), int(region[g]) + totals[g])
+            group_starts.append(tuple(starts[rows].tolist()))  # (tuples: their slices are the steps' tuples)
+            group_rows.append(tuple(rows_of_columns(store, out_int[rows], out_float[rows], columns[g])))
+        return group_starts, group_rows
+
+    kinds = _kinds(store, columns)
+    arrays = None
+    if kinds is not None:
+        arrays = StepArrays(starts, out_int, out_float, region, steps, tuple(columns), kinds)
+    firsts = np.cumsum(steps, axis=0) - steps  # key i's first row of group g, within the group
     states: dict[int, ServingState | None] = {}
     maxt_list = maxt.tolist()
     for index in np.flatnonzero((maxt == batch.UNSEEN) | (exact == 0)).tolist():
@@ -465,10 +477,23 @@ def serving_columns(store: KernelStore, keys: list[Key], slots: list[int]) -> Se
         events=seqs.tolist(),
         counts=steps.tolist(),
         group_first=firsts.tolist(),
-        group_starts=group_starts,
-        group_rows=group_rows,
+        group_starts=None,
+        group_rows=None,
         plain=plain.tolist(),
         states=states,
+        arrays=arrays,
+        rows_of_arrays=python_rows,
+    )
+
+
+def _kinds(store: KernelStore, columns: list[tuple[int, ...]]) -> bytes | None:
+    """StepArrays.kinds of these group columns, or None if one holds interned values (ids)."""
+    layout = store.layout
+    if set(layout.id_valued_columns) & {c for group in columns for c in group}:
+        return None
+    ints, int_valued = set(layout.int_columns), set(layout.int_valued_columns)
+    return bytes(
+        b"i"[0] if c in ints else b"n"[0] if c in int_valued else b"f"[0] for group in columns for c in group
     )
 
 
