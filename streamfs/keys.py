@@ -27,6 +27,11 @@ def _unescape(text: str) -> str:
 
 def encode_key(values: Sequence[Any]) -> str:
     """('c1',) -> 'c1'; ('u1', 7) -> 'u1|7'."""
+    if len(values) == 1:  # the common case, once per key per Redis write and read: no generator
+        text = str(values[0])
+        if "%" in text or "|" in text or "{" in text or "}" in text:
+            return _escape(text)
+        return text
     return "|".join(_escape(str(value)) for value in values)
 
 
