@@ -14,17 +14,18 @@ min/max/last of numbers...), its entries are words instead:
     kinds       one letter per group column, group after group, zero-padded to a whole word:
                 ``i`` int64; ``f`` float64, NaN for None; ``n`` an int held in a float64, NaN
                 for None (StepArrays.kinds)
-    per group   its n_g starts (int64), then its n_g rows of values, row after row, so a read
-                unpacks the one row it needs with one struct call
+    per group   its n_g starts (int64), then its n_g rows of values, row after row
+
+The reader decodes many entries in one compiled call: it bisects each group's starts for the
+read time and takes the values of that row (PackedReader).
 
 A JSON entry starts with "[", a packed one with 0xB5: readers tell them apart by the first byte.
-Packing needs a little-endian host (the words are written as the CPU holds them); elsewhere
-every entry is JSON.
+Packing needs a little-endian host (the words are written as the CPU holds them; elsewhere
+every entry is JSON); reading converts, so any host reads them.
 """
 
 from __future__ import annotations
 
-import struct
 import sys
 from typing import Any, NamedTuple
 
@@ -37,7 +38,6 @@ MAGIC = b"\xb5sfs\x01\x00\x00\x00"
 FIRST_BYTE = MAGIC[0]
 CAN_PACK = sys.byteorder == "little"
 _MAGIC_WORD = int.from_bytes(MAGIC, "little")
-_HEAD = struct.Struct("<Q16sqqqq")
 _HEAD_WORDS = 7
 _INT, _INT_IN_FLOAT = b"i"[0], b"n"[0]
 
@@ -167,7 +167,7 @@ class PackedReader:
         picks: tuple[Pick, ...],
         order: tuple[int, ...] | None,
     ) -> None:
-        self._fingerprint = np.frombuffer(fingerprint_bytes(fingerprint), np.int64).copy()
+        self._fingerprint = _native(fingerprint_bytes(fingerprint), "<i8")
         self._widths = np.asarray(group_widths, np.int64)
         groups, positions = [], []
         for group, chosen in picks:
@@ -188,14 +188,15 @@ class PackedReader:
             lengths[lengths % 8 != 0] = 0
         offsets = np.zeros(count + 1, np.int64)
         np.cumsum(lengths // 8, out=offsets[1:])
-        words = np.frombuffer(b"".join(raws), np.int64)  # (every entry is whole words)
+        joined = b"".join(raws)  # (every entry is whole words)
+        words = _native(joined, "<i8")
         ints = np.zeros((count, width), np.int64)
         floats = np.zeros((count, width), np.float64)
         kinds = np.zeros((count, width), np.uint8)
         head = np.zeros((count, 4), np.int64)
         groups = len(self._widths)
         _read(
-            words, words.view(np.float64), words.view(np.uint8), offsets, as_of,
+            words, _native(joined, "<f8"), np.frombuffer(joined, np.uint8), offsets, as_of,
             self._fingerprint, self._widths, self._pick_group, self._pick_position,
             np.zeros(groups, np.int64), np.zeros(groups, np.int64), ints, floats, kinds, head,
         )  # fmt: skip
@@ -213,6 +214,14 @@ class PackedReader:
             [bool(v) for v in columns[_VALID]], columns[_MAX_TIME], columns[_EVENTS], columns[_WRITTEN],
             values.tolist(),
         )  # fmt: skip
+
+
+_NATIVE = {"<i8": np.dtype(np.int64), "<f8": np.dtype(np.float64)}
+
+
+def _native(raw: bytes, little_endian: str) -> np.ndarray:
+    """The little-endian words of `raw` as native numbers (no copy on a little-endian host)."""
+    return np.frombuffer(raw, little_endian).astype(_NATIVE[little_endian], copy=False)
 
 
 @unmanaged
