@@ -33,7 +33,7 @@ import orjson
 from streamfs.definitions import FeatureView
 from streamfs.engine import ServingState, ViewEngine
 from streamfs.engine.serving import INT64_MIN, UINT64_MAX, ServingColumns, is_plain
-from streamfs.online.packed import CAN_PACK, FIRST_BYTE, PackedReader, Pick, pack_entries
+from streamfs.online.packed import CAN_PACK, PACKED_PREFIX, PackedReader, Pick, pack_entries
 from streamfs.tagged import freeze, thaw
 
 NAMESPACE = "sfs"
@@ -281,16 +281,15 @@ class EntryReader:
         freshness: list[Freshness | None] = []
         absent = self._absent
         ttl = self._ttl
-        packed = [raw for raw in raws if raw is not None and raw[0] == FIRST_BYTE]
+        packed = [raw for raw in raws if raw is not None and raw[:1] == PACKED_PREFIX]
         if packed:  # read in bulk; taken in order below
-            bulk = self._packed.read(packed, as_of)
-            valid, max_times, events, written, rows = bulk
+            valid, max_times, events, written, rows = self._packed.read(packed, as_of)
         p = 0
         for raw in raws:
             if raw is None:
                 values.append(absent)
                 freshness.append(None)
-            elif raw[0] != FIRST_BYTE:
+            elif raw[:1] != PACKED_PREFIX:
                 self._read_json(raw, as_of, values, freshness)
             else:
                 if not valid[p]:

@@ -35,7 +35,7 @@ from streamfs.engine.kernel.unmanaged import unmanaged
 from streamfs.engine.serving import StepArrays
 
 MAGIC = b"\xb5sfs\x01\x00\x00\x00"
-FIRST_BYTE = MAGIC[0]
+PACKED_PREFIX = MAGIC[:1]
 CAN_PACK = sys.byteorder == "little"
 _MAGIC_WORD = int.from_bytes(MAGIC, "little")
 _HEAD_WORDS = 7
