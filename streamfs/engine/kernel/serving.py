@@ -91,8 +91,8 @@ def step_rows(
     slot s's group g has. A slot < 0 (no such key) or without an accepted event has none.
     exact[s] is 0 where a value cannot be given exactly (the caller uses the Python engine for
     that key). `settle_ops`: the ops without count_distinct's (see _fold). The rest is scratch
-(`step_scratch`: compiled without reference counting, this allocates nothing, unmanaged.py);
-next_row starts as a copy of region.
+    (`step_scratch`: compiled without reference counting, this allocates nothing, unmanaged.py);
+    next_row starts as a copy of region.
 
     With allowed lateness a key's complete tiles (every accepted event settled, valid where
     cvalid) are read instead of its settled tiles plus its buffer: a hot key's buffer holds a
