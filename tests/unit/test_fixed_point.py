@@ -7,12 +7,26 @@ correctly (round half to even), exactly as Python's int true division does.
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streamfs.engine.kernel.fixed import DIGITS, SCALE, add_float, from_int, mean_float, to_float, to_int
+from streamfs.engine.kernel.fixed import (
+    DIGITS,
+    MAX_EXPONENT,
+    SCALE,
+    add_float,
+    exponent_k,
+    from_int,
+    mean_float,
+    power_of_two,
+    representable,
+    split,
+    to_float,
+    to_int,
+)
 
 LIMIT = 1 << (32 * DIGITS - 2)
 scratch = np.zeros(2 * DIGITS + 4, np.int64)
@@ -97,3 +111,27 @@ def test_adds_and_subtracts_keep_digits_normalized(terms: list[tuple[int, int, i
         exact += sign * (mantissa << (exponent + SCALE))
         assert all(0 <= digit < 2**32 for digit in d[: DIGITS - 1].tolist())
         assert to_int(d) == exact
+
+
+@settings(max_examples=3000, deadline=None)
+@given(
+    st.one_of(
+        st.floats(allow_nan=False, allow_infinity=False),
+        st.integers(-(2**53), 2**53).map(float),
+        st.sampled_from([0.0, -0.0, 5e-324, -5e-324, 2.0**-96, 2.0**-97, 2.0**80, 2.0**80 - 2.0**28, 123.45]),
+    )
+)
+def test_float_parts_read_off_the_bits_match_frexp(x: float) -> None:
+    """split, exponent_k and representable read a float's bits (no C library call): they must
+    agree with math.frexp and with the exact fraction x is."""
+    m, e = split(x)
+    assert math.ldexp(m, e) == abs(x) and 0 <= m < 2**53
+    denominator = Fraction(x).denominator
+    k = denominator.bit_length() - 1  # (a power of two)
+    assert exponent_k(x) == k
+    assert representable(x) == (x == 0 or (math.frexp(x)[1] <= MAX_EXPONENT and k <= SCALE))
+
+
+def test_powers_of_two_built_from_bits_are_exact() -> None:
+    for e in range(-1022, 1024):
+        assert power_of_two(e) == math.ldexp(1.0, e)

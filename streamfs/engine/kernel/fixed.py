@@ -14,11 +14,15 @@ holding the sign, so each add is a handful of integer operations.
 
 from __future__ import annotations
 
-import math
-from typing import Any
+from collections.abc import Callable
+from typing import Any, cast
 
 import numba
 import numpy as np
+from llvmlite import ir  # type: ignore[import-untyped]
+from numba import types
+from numba.cpython.unsafe import numbers as unsafe_numbers
+from numba.extending import intrinsic
 
 from streamfs.engine.kernel.unmanaged import unmanaged
 
@@ -32,6 +36,54 @@ EXACT_INT = 2**53
 """Ints strictly inside ±2**53 are exact as float64; the kernel holds no larger ones."""
 
 
+@intrinsic
+def _float_bits_intrinsic(typingctx, x):  # type: ignore[no-untyped-def]
+    """The IEEE 754 bits of a float64, as an int64 (a reinterpretation, no conversion)."""
+    signature = types.int64(types.float64)
+
+    def codegen(context, builder, sig, args):  # type: ignore[no-untyped-def]
+        return builder.bitcast(args[0], ir.IntType(64))
+
+    return signature, codegen
+
+
+@intrinsic
+def _bits_float_intrinsic(typingctx, b):  # type: ignore[no-untyped-def]
+    """The float64 whose IEEE 754 bits are b."""
+    signature = types.float64(types.int64)
+
+    def codegen(context, builder, sig, args):  # type: ignore[no-untyped-def]
+        return builder.bitcast(args[0], ir.DoubleType())
+
+    return signature, codegen
+
+
+# (typed for mypy: compiled code calls them with the value alone)
+_float_bits = cast(Callable[[float], int], _float_bits_intrinsic)
+_bits_float = cast(Callable[[np.int64], float], _bits_float_intrinsic)
+leading_zeros = cast(Callable[[int], int], unsafe_numbers.leading_zeros)
+trailing_zeros = cast(Callable[[int], int], unsafe_numbers.trailing_zeros)
+
+
+@numba.njit(cache=True, inline="always")
+def split(x: float) -> tuple[int, int]:
+    """(m, e) with |x| = m·2**e, m an integer < 2**53, read off the bits of x (finite), where
+    math.frexp was a call into the C library per value."""
+    b = _float_bits(x)
+    biased = (b >> 52) & 0x7FF
+    m = b & 0xFFFFFFFFFFFFF
+    if biased == 0:
+        return m, -1074  # zero or subnormal
+    return m | 0x10000000000000, biased - 1075
+
+
+@numba.njit(cache=True, inline="always")
+def power_of_two(e: int) -> float:
+    """2.0**e for -1022 ≤ e ≤ 1023, built from its bits: x·power_of_two(e) is exactly
+    math.ldexp(x, e) whenever the result is a normal float (no C library call)."""
+    return _bits_float(np.int64(e + 1023) << 52)
+
+
 def exact_as_float(value: Any) -> bool:
     """An int or float that float64 holds exactly: any float, an int strictly inside ±2**53."""
     return type(value) is float or (type(value) is int and -EXACT_INT < value < EXACT_INT)
@@ -42,15 +94,10 @@ def representable(x: float) -> bool:
     """x·2**SCALE is an integer and |x| < 2**MAX_EXPONENT (x finite)."""
     if x == 0.0:
         return True
-    mantissa, exponent = math.frexp(x)
-    if exponent > MAX_EXPONENT:
+    m, e = split(x)
+    if e + 64 - leading_zeros(m) > MAX_EXPONENT:  # (frexp's exponent: the bit length of m, plus e)
         return False
-    m = np.int64(mantissa * 9007199254740992.0)  # 2**53: exact integer
-    e = exponent - 53
-    while (m & 1) == 0:
-        m >>= 1
-        e += 1
-    return e >= -SCALE
+    return e + trailing_zeros(m) >= -SCALE
 
 
 @numba.njit(cache=True, inline="always")
@@ -58,12 +105,8 @@ def exponent_k(x: float) -> int:
     """k of exact_scaled(x): the number of binary digits after the point (0 for integers)."""
     if x == 0.0:
         return 0
-    mantissa, exponent = math.frexp(x)
-    m = np.int64(mantissa * 9007199254740992.0)
-    e = exponent - 53
-    while (m & 1) == 0:
-        m >>= 1
-        e += 1
+    m, e = split(x)
+    e += trailing_zeros(m)  # (one instruction: a whole float had a 50-step loop here)
     return -e if e < 0 else 0
 
 
@@ -85,12 +128,10 @@ def add_float(d: np.ndarray, at: int, x: float, sign: int) -> None:
     may not be)."""
     if x == 0.0:
         return
-    mantissa, exponent = math.frexp(x)
-    m = np.int64(mantissa * 9007199254740992.0)
-    if m < 0:
-        m = -m
+    m, e = split(x)
+    if x < 0:
         sign = -sign
-    p = exponent - 53 + SCALE  # N_x = m·2**p; p ≤ MAX_EXPONENT - 53 + SCALE keeps j + 2 < DIGITS
+    p = e + SCALE  # N_x = m·2**p; p ≤ MAX_EXPONENT - 53 + SCALE keeps j + 2 < DIGITS
     if p < 0:
         m >>= -p  # only zero bits go: x is representable
         p = 0
@@ -127,12 +168,12 @@ def _round_magnitude(mag: np.ndarray, count: int, shift: int, sticky: bool) -> f
             break
     if top < 0:
         return 0.0
-    bits = 32 * top + math.frexp(float(mag[top]))[1]  # (a digit < 2**32 is exact as a float)
+    bits = 32 * top + 64 - leading_zeros(mag[top])
     if bits <= 63 and not sticky:
         whole = np.int64(0)
         for i in range(top, -1, -1):
             whole = (whole << 32) | mag[i]
-        return math.ldexp(float(whole), -shift)  # int64 → float rounds correctly
+        return float(whole) * power_of_two(-shift)  # int64 → float rounds correctly; the scaling is exact
     # The top 63 bits of the magnitude, then round to 53 with the bits below as sticky.
     cut = bits - 63
     head = np.int64(0)
@@ -150,7 +191,7 @@ def _round_magnitude(mag: np.ndarray, count: int, shift: int, sticky: bool) -> f
     rest = head & 0x3FF
     if rest > 0x200 or (rest == 0x200 and (sticky or (keep & 1) == 1)):
         keep += 1
-    return math.ldexp(float(keep), cut + 10 - shift)
+    return float(keep) * power_of_two(cut + 10 - shift)  # (exact: sums and means are far from 2**-1022)
 
 
 @unmanaged
