@@ -209,21 +209,12 @@ class ViewEngine:
         return TableResult(rows, rejected, np.asarray(out.newest, dtype=np.int64)[rejected])
 
     def _mark_dirty(self, columns: TableColumns, accepted: np.ndarray) -> None:
-        """Mark the keys of a table's accepted rows (the first len(accepted) rows) dirty."""
-        partitions, keys = columns.unit_partitions, columns.unit_keys
-        if not keys:
-            return
-        units: Sequence[int]
-        if len(accepted) == len(columns.unit_rows) and accepted.all():
-            units = range(len(keys))  # (every row's unit: every unit)
-        else:
-            units = np.unique(columns.unit_rows[: len(accepted)][accepted]).tolist()
-        dirty = self._dirty
-        if partitions.count(partitions[0]) == len(partitions):
-            dirty.setdefault(partitions[0], set()).update(map(keys.__getitem__, units))
-            return
-        for unit in units:
-            dirty.setdefault(partitions[unit], set()).add(keys[unit])
+        """Mark the keys of a table's accepted rows (the first len(accepted) rows) dirty: their
+        slots, in the store (take_dirty_by_partition gives them back as keys)."""
+        store = self._kernel
+        assert store is not None  # (tables run on the kernel; it is left only after this)
+        slots = columns.slots[: len(accepted)]
+        store.dirty[slots if accepted.all() else slots[accepted]] = True
 
     def _kernel_answers(
         self, asks: Sequence[tuple[int, Key, int]], out: KernelOutput
@@ -430,6 +421,8 @@ class ViewEngine:
         if store is None:
             return
         self._kernel = None
+        for partition, marked in store.take_dirty().items():  # (the slot marks become key sets)
+            self._dirty.setdefault(partition, set()).update(marked)
         for partition, keys in store.partitions.items():
             states = self._partitions.setdefault(partition, {})
             for key, slot in keys.items():
@@ -523,21 +516,29 @@ class ViewEngine:
 
     def take_dirty_by_partition(self) -> dict[int, list[Key]]:
         """take_dirty() grouped by partition (each partition's Redis writes are fenced on their own)."""
-        taken = {partition: list(keys) for partition, keys in self._dirty.items() if keys}
-        for keys in self._dirty.values():
-            keys.clear()
-        return taken
+        return self._take_dirty(None)
 
     def take_dirty(self, partitions: Iterable[int] | None = None) -> list[Key]:
         """Keys changed since the last call (for the given partitions, or all), then forget them."""
-        chosen = list(self._dirty) if partitions is None else list(partitions)
-        keys: list[Key] = []
-        for partition in chosen:
-            dirty = self._dirty.get(partition)
-            if dirty:
-                keys.extend(dirty)
-                dirty.clear()
-        return keys
+        taken = self._take_dirty(None if partitions is None else set(partitions))
+        return [key for keys in taken.values() for key in keys]
+
+    def _take_dirty(self, partitions: set[int] | None) -> dict[int, list[Key]]:
+        """The dirty keys by partition: those of the row paths (sets) and of tables (slot marks)."""
+        taken: dict[int, list[Key]] = {}
+        for partition, changed in self._dirty.items():
+            if changed and (partitions is None or partition in partitions):
+                taken[partition] = list(changed)
+                changed.clear()
+        if self._kernel is not None:
+            for partition, marked in self._kernel.take_dirty(partitions).items():
+                held = taken.get(partition)
+                if held is None:
+                    taken[partition] = marked
+                else:  # (a key in both: once)
+                    seen = set(held)
+                    held.extend(key for key in marked if key not in seen)
+        return taken
 
     # ---------------------------------------------------------------- state moves
 

@@ -154,6 +154,7 @@ def typed(read: tuple[list[Any], list[Any]]) -> Any:
 def assert_same_state(kernel: ViewEngine, python: ViewEngine) -> None:
     assert kernel.partitions == python.partitions
     assert sorted(kernel.keys()) == sorted(python.keys())
+    assert dirty(kernel) == dirty(python)  # (taken: both forget them)
     for partition in python.partitions:
         snapshot = kernel.snapshot(partition)
         portable = kernel.portable_snapshot(partition)
@@ -234,6 +235,11 @@ def test_kernel_hands_odd_values_to_the_python_engine(
     kernel, python, kernel_out, python_out = run_both(view, events, cuts, restore_at, False)
     assert kernel_out == python_out
     assert_same_state(kernel, python)
+
+
+def dirty(engine: ViewEngine) -> dict[int, list[Any]]:
+    """The engine's changed keys (taken), by partition, sorted; partitions without any left out."""
+    return {p: sorted(keys) for p, keys in sorted(engine.take_dirty_by_partition().items()) if keys}
 
 
 def ev(t: int, key: str = "a", partition: int = 0, **fields: Any) -> SourceEvent:
@@ -488,3 +494,38 @@ def test_process_table_gives_the_rows_process_gives(
         for e, newest in zip(late, result.newest.tolist(), strict=True)
     ] == [r.detail for r in expected.rejected]
     assert_same_state(columnar, rows)
+
+
+def test_changed_keys_are_taken_once_by_partition_from_tables_and_events() -> None:
+    """Tables mark their keys' rows (slots) changed, events their keys: both come back as keys,
+    once each, by partition; too-late rows change nothing; take_dirty(partitions) takes only
+    those; a dropped partition's marks go with it; leaving the kernel keeps them."""
+    view = make_view([Aggregate("x", "sum", window=10, hop=5), Aggregate("s", "count_distinct")])
+    engine = ViewEngine(view)
+    assert engine.take_dirty_by_partition() == {}
+
+    def table(events: list[SourceEvent]) -> pa.Table:
+        return as_table([dataclasses.replace(e, fields={"n": 1, "s": "v", **e.fields}) for e in events])
+
+    result = engine.process_table(table([ev(5, "a", 0, x=1.0), ev(6, "b", 0, x=2.0), ev(7, "a", 0, x=3.0)]))
+    assert result is not None and engine.uses_kernel
+    assert dirty(engine) == {0: [("a",), ("b",)]}
+    assert dirty(engine) == {}  # taken
+    result = engine.process_table(table([ev(1, "a", 0, x=1.0), ev(8, "c", 0, x=1.0)]))  # a's row: too late
+    assert result is not None and result.rejected.tolist() == [0]
+    engine.process([ev(9, "a", 1, x=1.0), ev(9, "c", 0, x=1.0)])
+    assert dirty(engine) == {0: [("c",)], 1: [("a",)]}  # c from both paths: once
+
+    engine.process_table(table([ev(10, "a", 0, x=1.0)]))
+    engine.process([ev(10, "d", 1, x=1.0)])
+    assert engine.take_dirty([1]) == [("d",)]
+    assert dirty(engine) == {0: [("a",)]}
+
+    engine.process_table(table([ev(11, "b", 0, x=1.0), ev(11, "e", 2, x=1.0)]))
+    engine.drop(0)
+    assert dirty(engine) == {2: [("e",)]}
+
+    engine.process_table(table([ev(12, "f", 2, x=1.0)]))
+    engine.process([ev(13, "g", 2, x=1e-30)])  # not representable: the view leaves the kernel
+    assert not engine.uses_kernel
+    assert dirty(engine) == {2: [("f",), ("g",)]}

@@ -8,6 +8,7 @@ falling back to the Python engine) reuses the Python engine's code unchanged.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 import numpy as np
@@ -60,6 +61,9 @@ class KernelStore:
         self.cfcell = np.empty((0, complete_width[3]), np.float64)
         self.ctot = np.empty((0, complete_width[4]), np.int64)
         self.cvalid = np.empty(0, np.int8)
+        # Keys changed since the online store last took them, marked per slot: a set of key
+        # tuples built per batch cost ~0.2 µs per event (hashing fresh tuples of fresh strings).
+        self.dirty = np.empty(0, np.bool_)
         self.table = np.full((_MIN_POOL, table.WIDTH), table.EMPTY, np.int64)
         self.meta = np.zeros(1, np.int64)  # rows ever used since the last rebuild
         # the buffer: events after their key's watermark, a linked list per key in one pool
@@ -206,6 +210,7 @@ class KernelStore:
         self.cfcell = more(self.cfcell, np.nan)
         self.ctot = more(self.ctot, 0)
         self.cvalid = more(self.cvalid, 0)
+        self.dirty = more(self.dirty, 0)
         self.capacity = capacity
 
     def _clear(self, slot: int) -> None:
@@ -214,6 +219,7 @@ class KernelStore:
         self.tids[slot] = batch.EMPTY_TILE
         self.tot[slot] = 0
         self.cvalid[slot] = 0
+        self.dirty[slot] = False
         table.kill_slot(self.table, self.heads, slot)
         e = int(self.bhead[slot])
         while e != -1:
@@ -230,6 +236,25 @@ class KernelStore:
             self._clear(slot)
             self.owner[slot] = None
             self.free.append(slot)
+
+    def take_dirty(self, partitions: Collection[int] | None = None) -> dict[int, list[Key]]:
+        """The keys of the slots marked dirty (of the given partitions, or all), by partition;
+        their marks are cleared."""
+        marked = np.flatnonzero(self.dirty)
+        taken: dict[int, list[Key]] = {}
+        if not len(marked):
+            return taken
+        owner = self.owner
+        chosen = []
+        for slot in marked.tolist():
+            held = owner[slot]
+            assert held is not None  # (a freed slot's mark is cleared)
+            partition, key = held
+            if partitions is None or partition in partitions:
+                taken.setdefault(partition, []).append(key)
+                chosen.append(slot)
+        self.dirty[chosen if partitions is not None else marked] = False
+        return taken
 
     def reserve(self, inserts: int) -> None:
         """Make room for `inserts` new count_distinct rows: when more than 70 % of the table would
