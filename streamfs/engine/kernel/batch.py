@@ -575,13 +575,14 @@ def _read(
     return True
 
 
-# The same three, compiled into process at the one place every in-order event takes (settle at
-# once, read its row). A call passes each array as a struct of 5-9 words, and these take 15-30
-# arrays: pushing them cost more than their work (perf: process itself, mostly pushes, was 25 %
-# of a three-count view's time; inlined, that view went from 0.45-0.62 to 0.22-0.24 µs per event
-# with 100 keys, the benchmark view from 2.7-2.9 to 2.0-2.5 µs with 10,000). Inlining them at
-# every call site instead tripled the kernel's first compile (75 s to 246 s): the other sites
-# (lateness, complete tiles, asks, serving) keep the calls.
+# The same three, compiled into process where every event goes: its settle (in order), its
+# expiry and its row (one read, whichever tiles it reads). A call passes each array as a struct
+# of 5-9 words, and these take 15-30 arrays: pushing them cost more than their work (perf:
+# process itself, mostly pushes, was 25 % of a three-count view's time; inlined, that view went
+# from 0.45-0.62 to 0.22-0.24 µs per event with 100 keys, the benchmark view from 2.7-2.9 to
+# 2.0-2.5 µs with 10,000). Inlining them at every call site instead tripled the kernel's first
+# compile (75 s to 246 s): the other sites (the buffer's and the complete tiles' settles, asks,
+# serving) keep the calls.
 _expire_inline = numba.njit(cache=True, inline="always")(_expire.py_func)  # type: ignore[attr-defined]
 _settle_inline = numba.njit(cache=True, inline="always")(_settle.py_func)  # type: ignore[attr-defined]
 _read_inline = numba.njit(cache=True, inline="always")(_read.py_func)  # type: ignore[attr-defined]
@@ -696,12 +697,9 @@ def process(  # type: ignore[no-untyped-def]
         if not rows:
             cvalid[slot] = 0  # the complete tiles are rebuilt when a row needs them
             continue
-        if lateness == 0:
-            ok = _read_inline(
-                slot, t, watermark, state, distinct, buffer, groups, ops, readers, fields,
-                window, scratch, out_int, out_float, i, False,
-            )  # fmt: skip
-        else:
+        # The row: one (inlined) read, of the tiles the case needs.
+        read_state, read_mark, read_buffer = state, watermark, False
+        if lateness:
             if cvalid[slot] == 0:
                 if buffered_at_least(bhead, bnext, slot, complete_at):  # (it holds this event already)
                     _rebuild_complete(
@@ -716,15 +714,13 @@ def process(  # type: ignore[no-untyped-def]
                     fields, table.COMPLETE, places, found,
                 )  # fmt: skip
             if cvalid[slot] != 0 and t >= maxt[slot]:  # the newest event: complete tiles hold its window
-                ok = _read(
-                    slot, t, t, complete, distinct, buffer, groups, ops, readers, fields,
-                    window, scratch, out_int, out_float, i, False,
-                )  # fmt: skip
+                read_state, read_mark = complete, t
             else:  # out of order, or a short buffer: the settled tiles and the buffer, the definition
-                ok = _read(
-                    slot, t, watermark, state, distinct, buffer, groups, ops, readers, fields,
-                    window, scratch, out_int, out_float, i, True,
-                )  # fmt: skip
+                read_buffer = True
+        ok = _read_inline(
+            slot, t, read_mark, read_state, distinct, buffer, groups, ops, readers, fields,
+            window, scratch, out_int, out_float, i, read_buffer,
+        )  # fmt: skip
         if not ok:
             return i + 1, True, q
     return len(times), False, q
