@@ -39,9 +39,13 @@ from streamfs.engine.kernel.fixed import (
     normalize,
     to_float,
 )
+from streamfs.engine.kernel.prefetch import prefetch, prefetch_cells, prefetch_item
 from streamfs.engine.kernel.unmanaged import unmanaged
 
 UNSEEN = np.iinfo(np.int64).min
+AHEAD = 2
+"""process prefetches the state of the event this many events ahead (prefetch.py): far enough
+for memory to answer while ~4 events run, near enough that nothing is evicted before use."""
 EMPTY_TILE = np.iinfo(np.int64).min
 NOT_LOOKED_UP = -2
 """_settle's `found` scratch: the field's value was not looked up yet for this event."""
@@ -600,6 +604,56 @@ def loop_scratch(groups: np.ndarray, totals: int, fields: int) -> tuple[np.ndarr
     )
 
 
+@numba.njit(cache=True, inline="always")
+def _prefetch_tiles(slot: int, t: int, tiles: tuple, groups: np.ndarray) -> None:  # type: ignore[type-arg]
+    """The lines an event of `slot` at `t` touches in these tiles (settled or complete): the
+    key's newest time, tile ids, totals and min/max/last cells (whole rows: reads scan the
+    rings), and each group's tile for t."""
+    maxt, tids, icell, kcell, fcell, tot = tiles[0], tiles[2], tiles[3], tiles[4], tiles[5], tiles[6]
+    prefetch_item(maxt, slot)
+    prefetch_cells(tids, slot, 0, tids.shape[1])
+    prefetch_cells(tot, slot, 0, tot.shape[1])
+    prefetch_cells(fcell, slot, 0, fcell.shape[1])
+    prefetch_cells(kcell, slot, 0, kcell.shape[1])
+    for g in range(groups.shape[0]):
+        hop, ring, i_off, ni = groups[g, 0], groups[g, 1], groups[g, 3], groups[g, 4]
+        r = (t // hop) % ring if hop else 0
+        prefetch_cells(icell, slot, i_off + r * ni, ni)
+
+
+@numba.njit(cache=True, inline="always")
+def _prefetch_event(
+    slot: int,
+    t: int,
+    row_ids: np.ndarray,
+    lateness: int,
+    state: tuple,  # type: ignore[type-arg]
+    distinct: tuple,  # type: ignore[type-arg]
+    buffer: tuple,  # type: ignore[type-arg]
+    complete: tuple,  # type: ignore[type-arg]
+    cvalid: np.ndarray,
+    ops: np.ndarray,
+    groups: np.ndarray,
+    fields: int,
+) -> None:
+    """Ask for what a later event will touch (prefetch.py): its key's settled tiles (and its
+    complete tiles and buffer head with allowed lateness) and the count_distinct rows its
+    values hash to. A hint only: nothing is read or written."""
+    _prefetch_tiles(slot, t, state, groups)
+    if lateness:
+        prefetch_item(cvalid, slot)
+        prefetch_item(buffer[5], slot)  # bhead
+        if cvalid[slot] != 0:
+            _prefetch_tiles(slot, t, complete, groups)
+    dtable = distinct[0]
+    for o in range(ops.shape[0]):  # (a field under several features: the same line again, free)
+        if ops[o, 0] == OP_DISTINCT:
+            column = ops[o, 2]
+            vid = row_ids[column]
+            if vid >= 0:
+                prefetch(dtable, table.first_probe(dtable, table.packed(slot, column, fields, vid)), 0)
+
+
 @unmanaged
 def process(  # type: ignore[no-untyped-def]
     slots: np.ndarray,
@@ -656,6 +710,11 @@ def process(  # type: ignore[no-untyped-def]
             q += 1
         if i == len(times):
             break
+        if i + AHEAD < len(times):
+            _prefetch_event(
+                slots[i + AHEAD], times[i + AHEAD], ids[i + AHEAD], lateness, state, distinct, buffer,
+                complete, cvalid, ops, groups, fields,
+            )  # fmt: skip
         slot = slots[i]
         t = times[i]
         newest[i] = maxt[slot]

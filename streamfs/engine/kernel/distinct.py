@@ -48,6 +48,12 @@ def _mix(key: int) -> int:
 
 
 @numba.njit(cache=True, inline="always")
+def first_probe(table: np.ndarray, key: int) -> int:
+    """The row a probe for `key` starts at (find and find_or_add look there first)."""
+    return _mix(key) & (len(table) - 1)
+
+
+@numba.njit(cache=True, inline="always")
 def find(table: np.ndarray, key: int) -> int:
     """The row of `key`, or -1."""
     mask = len(table) - 1
