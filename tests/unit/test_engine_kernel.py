@@ -529,3 +529,58 @@ def test_changed_keys_are_taken_once_by_partition_from_tables_and_events() -> No
     engine.process([ev(13, "g", 2, x=1e-30)])  # not representable: the view leaves the kernel
     assert not engine.uses_kernel
     assert dirty(engine) == {2: [("f",), ("g",)]}
+
+
+def test_string_keys_and_values_found_by_their_bytes_match_the_python_engine() -> None:
+    """Tables of one partition find string keys' slots and string values' ids by their bytes
+    (kernel/keyindex.py). Keys that differ in one byte, share prefixes, are empty, non-ASCII or
+    long; more keys than the index starts with (it grows); tables sliced out of larger ones
+    (offsets), large_string columns, null values; a dropped partition whose keys come back on
+    other rows: the same rows and state as the Python engine on the same events."""
+    view = make_view(
+        [Aggregate("x", "sum", window=10, hop=5), Aggregate("s", "count_distinct", window=10, hop=5)]
+    )
+    columnar, rows = ViewEngine(view), ViewEngine(view, kernel=False)
+    odd_keys = ["", "a", "ab", "a\x00", "é", "e\u0301", "k" * 300, "🙂", "b"]
+    keys = odd_keys + [f"card-{i}" for i in range(1500)]
+    values = [None, "", "m", "é", "m" * 50]
+
+    def batch(start: int, count: int, partition: int) -> list[SourceEvent]:
+        return [
+            SourceEvent(
+                {
+                    "k": keys[(i * 7) % len(keys)],
+                    "x": float(i % 5),
+                    "n": i,
+                    "s": values[i % len(values)],
+                    "ts": start + i,
+                },
+                start + i,
+                start + i,
+                Position("t", partition, start + i),
+            )
+            for i in range(count)
+        ]
+
+    def run(events: list[SourceEvent], large: bool = False, sliced: bool = False) -> None:
+        table = as_table(events)
+        if large:
+            wide = [f.with_type(pa.large_string()) if f.type == pa.string() else f for f in table.schema]
+            table = table.cast(pa.schema(wide))
+        if sliced:  # the same rows at an offset into larger buffers
+            table = pa.concat_tables([as_table(events[:3]), table]).slice(3)
+        result = columnar.process_table(table)
+        assert result is not None and columnar.uses_kernel
+        expected = rows.process(events).rows
+        got = result.rows.to_pylist()
+        assert [r["k"] for r in got] == [r.key[0] for r in expected]
+        assert [tuple(r[name] for name in view.feature_names) for r in got] == [r.values for r in expected]
+
+    run(batch(0, 4000, partition=0))
+    run(batch(4000, 3000, partition=0), sliced=True)
+    run(batch(7000, 3000, partition=1), large=True)
+    columnar.drop(0)
+    rows.drop(0)
+    run(batch(10_000, 2000, partition=1))  # partition 0's rows now hold partition 1's new keys
+    run(batch(12_000, 2000, partition=0), sliced=True)  # partition 0 again: from scratch
+    assert_same_state(columnar, rows)

@@ -11,7 +11,7 @@ the caller takes the row path, which rejects exactly as the worker did.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from streamfs.engine.kernel.fixed import EXACT_INT
+from streamfs.engine.kernel.keyindex import KeyIndex
 from streamfs.engine.kernel.store import KernelStore
 from streamfs.engine.state import Key
 from streamfs.pyvalues import python_values
@@ -30,9 +31,6 @@ class TableColumns:
     times: np.ndarray
     values: np.ndarray
     ids: np.ndarray
-    unit_partitions: list[int]  # the table's distinct (partition, key) pairs, as two lists
-    unit_keys: list[Key]
-    unit_rows: np.ndarray  # each row's index in those lists
 
 
 def table_columns(store: KernelStore, table: pa.Table) -> TableColumns | None:
@@ -46,9 +44,11 @@ def table_columns(store: KernelStore, table: pa.Table) -> TableColumns | None:
     for name in compiled.key_fields:
         if name not in present or table.column(name).null_count:
             return None
-    unit_partitions, unit_keys, unit_rows = _units(table, compiled.key_fields)
-    unit_slots = store.slots(unit_partitions, unit_keys)
-    slots = unit_slots[unit_rows] if count else np.zeros(0, np.int64)
+    slots = _string_key_slots(store, table, compiled.key_fields)
+    if slots is None:
+        unit_partitions, unit_keys, unit_rows = _units(table, compiled.key_fields)
+        unit_slots = store.slots(unit_partitions, unit_keys)
+        slots = unit_slots[unit_rows] if count else np.zeros(0, np.int64)
     times = np.asarray(table.column("event_time").cast(pa.int64()).to_numpy(), dtype=np.int64)
     values = np.full((count, max(len(compiled.input_fields), 1)), np.nan)
     ids = np.full((count, max(len(layout.id_columns), 1)), -1, np.int64)
@@ -74,6 +74,11 @@ def table_columns(store: KernelStore, table: pa.Table) -> TableColumns | None:
         if input_slot in id_column:
             if pa.types.is_floating(column.type) and pc.any(pc.is_nan(column)).as_py():
                 return None  # NaN equals nothing: the row path rejects what needs rejecting
+            if column.type in (pa.string(), pa.large_string()):
+                column_ids = _by_bytes(store.value_index, column.combine_chunks(), store.value_id)
+                column_ids[nulls] = -1
+                ids[:, id_column[input_slot]] = column_ids
+                continue
             try:
                 encoded = pc.dictionary_encode(column.combine_chunks())
             except pa.ArrowNotImplementedError:
@@ -84,7 +89,53 @@ def table_columns(store: KernelStore, table: pa.Table) -> TableColumns | None:
             column_ids = mapping[indices] if len(mapping) else np.zeros(count, np.int64)
             column_ids[nulls] = -1
             ids[:, id_column[input_slot]] = column_ids
-    return TableColumns(slots, times, values, ids, unit_partitions, unit_keys, unit_rows)
+    return TableColumns(slots, times, values, ids)
+
+
+def _string_key_slots(store: KernelStore, table: pa.Table, key_fields: Sequence[str]) -> np.ndarray | None:
+    """Each row's slot, for one string key field and one partition (a worker's batch), looked up
+    by the key's bytes in the partition's KeyIndex: a Python object only for keys it has not
+    seen yet. None for any other table (_units takes it)."""
+    if len(key_fields) != 1 or not table.num_rows:
+        return None
+    column = table.column(key_fields[0])
+    if column.type not in (pa.string(), pa.large_string()):
+        return None
+    partitions = table.column("partition")
+    bounds = pc.min_max(partitions)
+    if bounds["min"] != bounds["max"]:
+        return None
+    partition = bounds["min"].as_py()
+    return _by_bytes(
+        store.key_index(partition),
+        column.combine_chunks(),
+        lambda key: store.slot(partition, (key,)),
+    )
+
+
+def _by_bytes(index: KeyIndex, strings: pa.Array, resolve: Callable[[str], int]) -> np.ndarray:
+    """index's number (a slot, a value id) for each string; resolve() gives it for a string the
+    index does not hold yet (once per distinct one), which is then added. Null rows: -1."""
+    if not len(strings):
+        return np.zeros(0, np.int64)
+    offsets_buffer, data_buffer = strings.buffers()[1:3]
+    offsets_type = np.int32 if strings.type == pa.string() else np.int64
+    offsets = np.frombuffer(offsets_buffer, offsets_type)[strings.offset : strings.offset + len(strings) + 1]
+    data = np.frombuffer(data_buffer, np.uint8) if data_buffer is not None else np.zeros(0, np.uint8)
+    numbers = index.lookup(offsets.astype(np.int64, copy=False), data)
+    unknown = numbers < 0
+    if strings.null_count:
+        unknown &= np.asarray(strings.is_valid().to_numpy(zero_copy_only=False), dtype=np.bool_)
+    rows = np.flatnonzero(unknown)
+    if len(rows):
+        added: dict[str, int] = {}
+        for row, value in zip(rows.tolist(), strings.take(pa.array(rows)).to_pylist(), strict=True):
+            number = added.get(value)
+            if number is None:
+                number = added[value] = resolve(value)
+                index.add(value.encode(), number)
+            numbers[row] = number
+    return numbers
 
 
 def _units(table: pa.Table, key_fields: Sequence[str]) -> tuple[list[int], list[Key], np.ndarray]:

@@ -17,6 +17,7 @@ from streamfs.engine.compiled import CompiledView
 from streamfs.engine.kernel import batch
 from streamfs.engine.kernel import distinct as table
 from streamfs.engine.kernel.fixed import DIGITS, SCALE, exact_as_float, from_int, representable, to_int
+from streamfs.engine.kernel.keyindex import KeyIndex
 from streamfs.engine.kernel.layout import KernelLayout
 from streamfs.engine.state import Key, KeyState
 
@@ -30,10 +31,12 @@ class KernelStore:
         self.compiled = compiled
         self.layout = layout
         self.partitions: dict[int, dict[Key, int]] = {}
+        self.key_indexes: dict[int, KeyIndex] = {}  # string keys' bytes → slots (keyindex.py)
         self.owner: list[tuple[int, Key] | None] = []
         self.free: list[int] = []
         self.ids: dict[Any, int] = {}
         self.id_values: list[Any] = []
+        self.value_index = KeyIndex()  # string values' bytes → ids (a cache of `ids`)
         self.interned_checked = 0  # len(id_values) when compaction was last considered
         self.capacity = 0
         tids, icells, kcells, fcells, tots = layout.widths
@@ -231,7 +234,15 @@ class KernelStore:
         self.bhead[slot] = -1
         self.btail[slot] = -1
 
+    def key_index(self, partition: int) -> KeyIndex:
+        """The partition's index of string keys by their bytes (a cache of `partitions`)."""
+        index = self.key_indexes.get(partition)
+        if index is None:
+            index = self.key_indexes[partition] = KeyIndex()
+        return index
+
     def drop(self, partition: int) -> None:
+        self.key_indexes.pop(partition, None)  # (its slots are freed now)
         for slot in self.partitions.pop(partition, {}).values():
             self._clear(slot)
             self.owner[slot] = None
