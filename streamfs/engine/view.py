@@ -132,8 +132,8 @@ class ViewEngine:
             return self._answer_admitted(admitted, 0, [(before[i], key, t) for i, key, t in asks], serve)
         out = kernel_run(store, admitted, False, [(before[i], key, t, serve) for i, key, t in asks])
         dirty = self._dirty
-        for index in range(out.ran):
-            if out.accepted[index]:
+        for index, accepted in enumerate(out.accepted.tolist()):
+            if accepted:
                 dirty[admitted[index][3]].add(admitted[index][1])
         answers = self._kernel_answers(asks, out)
         if len(answers) < len(asks) or out.ran < len(admitted):
@@ -164,7 +164,7 @@ class ViewEngine:
             False,
             [(i, key, t, serve) for i, key, t in asks],
         )
-        self._mark_dirty(columns, np.asarray(out.accepted, dtype=np.bool_))
+        self._mark_dirty(columns, out.accepted)
         answers = self._kernel_answers(asks, out)
         if len(answers) < len(asks) or out.ran < table.num_rows:
             self._leave_kernel()
@@ -196,7 +196,7 @@ class ViewEngine:
                 f"view {self.name!r}: the row of input row {out.ran - 1} has an int sum beyond int64 "
                 "(or a mean over 2**31 values), which an offline row cannot hold"
             )
-        accepted = np.asarray(out.accepted, dtype=np.bool_)
+        accepted = out.accepted
         self._mark_dirty(columns, accepted)
         names = [*self.compiled.key_fields, "event_time"]
         names += [name for name in ("arrival_time", "partition", "offset") if name in table.column_names]
@@ -206,7 +206,7 @@ class ViewEngine:
         for name, array in zip(self.feature_names, out.row_arrays, strict=True):
             rows = rows.append_column(name, array)
         rejected = np.flatnonzero(~accepted)
-        return TableResult(rows, rejected, np.asarray(out.newest, dtype=np.int64)[rejected])
+        return TableResult(rows, rejected, out.newest[rejected])
 
     def _mark_dirty(self, columns: TableColumns, accepted: np.ndarray) -> None:
         """Mark the keys of a table's accepted rows (the first len(accepted) rows) dirty: their
@@ -351,9 +351,10 @@ class ViewEngine:
         feature_rows = iter(out.values)
         name = self.name
         dirty = self._dirty
+        accepted, newest = out.accepted.tolist(), out.newest.tolist()
         for index in range(out.ran):
             event, key, _values, partition = admitted[index]
-            if out.accepted[index]:
+            if accepted[index]:
                 dirty[partition].add(key)
                 if rows and not (out.missing_last and index == out.ran - 1):
                     result.rows.append(
@@ -367,7 +368,7 @@ class ViewEngine:
                         )
                     )
             else:
-                rejected.append((index, self._too_late(event, key, out.newest[index])))
+                rejected.append((index, self._too_late(event, key, newest[index])))
         if out.missing_last:  # its row needs the Python engine (an int sum beyond int64, ...)
             self._leave_kernel()
             event, key, _values, partition = admitted[out.ran - 1]

@@ -29,8 +29,8 @@ Admitted = tuple[SourceEvent, Key, tuple[Any, ...], int]
 @dataclass(slots=True)
 class KernelOutput:
     ran: int  # how many admitted events the kernel took (the rest go to the Python engine)
-    accepted: list[bool]
-    newest: list[int]  # each event's key's newest time before it (for too-late messages)
+    accepted: np.ndarray  # bool per event that ran (arrays: the columnar path keeps them so)
+    newest: np.ndarray  # int64: each event's key's newest time before it (for too-late messages)
     values: list[tuple[Any, ...]]  # rows of the accepted events, in order (empty if rows=False)
     missing_last: bool  # the last event that ran has no row in `values`: it was not exact here
     answers: list[tuple[Any, ...] | None]  # the asks answered (a prefix of them), None if unseen
@@ -172,7 +172,7 @@ def run_columns(
     else:
         newest_of_asks = []
     return KernelOutput(
-        int(ran), taken.tolist(), newest[:ran].tolist(), out, bool(missing), answers, newest_of_asks, arrays
+        int(ran), taken, newest[:ran], out, bool(missing), answers, newest_of_asks, arrays
     )
 
 
