@@ -8,7 +8,8 @@ seen yet go to the store (KernelStore.slot, the source of truth), and are then a
 
 It can only be stale if a key's slot changed, and a slot changes only when its partition is
 dropped (KernelStore.drop), which drops the partition's index too. Two strings are the same
-key exactly when their UTF-8 bytes are equal, as for Python's str.
+key exactly when their UTF-8 bytes are equal, as for Python's str. KernelStore also keeps one
+that gives string values their interned ids the same way (its `slots` are those ids).
 """
 
 from __future__ import annotations
@@ -107,6 +108,11 @@ class KeyIndex:
         )  # fmt: skip
         return out
 
+    def rehash(self, size: int) -> None:
+        """Every key into a new table of `size` (a power of two, more than twice the keys)."""
+        self.table = np.full(size, EMPTY, np.int64)
+        _rehash(self.table, self.hashes, self.count)
+
     def add(self, key: bytes, slot: int) -> None:
         """Remember a key's slot (a key not added before)."""
         if self.count == len(self.slots):
@@ -115,8 +121,7 @@ class KeyIndex:
                 for array in (self.hashes, self.slots, self.starts, self.lengths)
             )
         if 2 * (self.count + 1) > len(self.table):
-            self.table = np.full(2 * len(self.table), EMPTY, np.int64)
-            _rehash(self.table, self.hashes, self.count)
+            self.rehash(2 * len(self.table))
         if self.pool_used + len(key) > len(self.pool):
             self.pool = np.concatenate([self.pool, np.zeros(max(len(self.pool), len(key)), np.uint8)])
         entry = self.count

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from streamfs.engine.kernel.keyindex import KeyIndex
 from streamfs.engine.kernel.run import run_columns
 from streamfs.engine.kernel.serving import serving_columns
 from streamfs.engine.kernel.store import KernelStore
@@ -24,6 +25,10 @@ def warm_up(store: KernelStore) -> None:
     values = np.empty((0, store.bvals.shape[1]), np.float64)
     ids = np.empty((0, store.bids.shape[1]), np.int64)
     run_columns(store, empty, empty, values, ids, 0, True, [], columnar=True)
+    index = KeyIndex()  # a throwaway: its lookup, insert and rehash (keys of a batch's table)
+    index.add(b"", 0)
+    index.lookup(np.zeros(2, np.int64), np.zeros(0, np.uint8))
+    index.rehash(len(index.table))
     serving_columns(store, [()], [-1])  # one key the store does not hold: every step is skipped
     store._live()
     if int(store.meta[0]) == 0:  # (an empty table: rebuilding it changes nothing)
