@@ -370,7 +370,10 @@ def _write_by_day(table: pa.Table, directory: Path, partition: int) -> None:
     times = table.column("event_time").cast(pa.int64()).to_numpy()
     days = np.floor_divide(times, layout.DAY_MS)
     offsets = table.column("offset").to_numpy()
-    unique_days = np.unique(days)
+    if not len(days):
+        return
+    first, last = int(days.min()), int(days.max())
+    unique_days = [first] if first == last else np.unique(days).tolist()  # (one day: no sort)
     for day in unique_days:
         if len(unique_days) == 1:
             part, part_offsets = table, offsets
