@@ -49,7 +49,9 @@ def table_columns(store: KernelStore, table: pa.Table) -> TableColumns | None:
         unit_partitions, unit_keys, unit_rows = _units(table, compiled.key_fields)
         unit_slots = store.slots(unit_partitions, unit_keys)
         slots = unit_slots[unit_rows] if count else np.zeros(0, np.int64)
-    times = np.asarray(table.column("event_time").cast(pa.int64()).to_numpy(), dtype=np.int64)
+    # a writable copy: Arrow's buffers are read-only, and numba compiles (and loads) the loop
+    # once more for a read-only array type than the one warm_up loaded
+    times = np.array(table.column("event_time").cast(pa.int64()).to_numpy(), dtype=np.int64)
     values = np.full((count, max(len(compiled.input_fields), 1)), np.nan)
     ids = np.full((count, max(len(layout.id_columns), 1)), -1, np.int64)
     id_column = {input_slot: c for c, input_slot in enumerate(layout.id_columns)}
