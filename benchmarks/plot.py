@@ -121,15 +121,18 @@ def bar_chart(rows: list[dict[str, str]], chart: BarChart) -> Path | None:
 
 
 def freshness_chart(rows: list[dict[str, str]]) -> Path | None:
-    """p50/p99 freshness against the steady produce rate, newest date only."""
+    """p50/p99 freshness against the steady produce rate, newest date only (its last rows)."""
     fresh = [row for row in rows if row["benchmark"] == "freshness"]
     if not fresh:
         return None
     newest = max(row["date"] for row in fresh)
-    series: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    latest_of: dict[tuple[str, float], float] = {}  # (metric, rate) -> its last value that day
     for row in fresh:
         if row["date"] == newest:
-            series[row["metric"]].append((float(row["run"]), float(row["value"])))
+            latest_of[(row["metric"], float(row["run"]))] = float(row["value"])
+    series: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    for (metric, rate), value in latest_of.items():
+        series[metric].append((rate, value))
     fig, ax = plt.subplots(figsize=(7, 4))
     for metric, points in sorted(series.items()):
         points.sort()
