@@ -56,6 +56,27 @@ def test_messages_and_records_group_alike_keeping_each_partitions_order(seed: in
     assert as_lists(runs_of(records)) == expected
 
 
+def test_a_batch_of_one_partition_is_one_run_and_one_partition_number_of_two_topics_two() -> None:
+    def message(topic: str, partition: int, offset: int, stamp: int | None) -> Message:
+        timestamp = (0, -1) if stamp is None else (1, stamp)
+        value = b"v%d" % offset
+        return Message(topic=topic, partition=partition, offset=offset, value=value, timestamp=timestamp)
+
+    def stamp(offset: int) -> int | None:
+        return None if offset % 3 == 0 else 10 * offset
+
+    one = [message("a", 2, offset, stamp(offset)) for offset in range(5, 50)]
+    runs = _runs_of_messages(one)
+    assert len(runs) == 1
+    assert as_lists(runs) == {("a", 2): [(o, b"v%d" % o, stamp(o)) for o in range(5, 50)]}
+    two = [message("a" if offset % 2 else "b", 2, offset, offset) for offset in range(10)]
+    assert as_lists(_runs_of_messages(two)) == {
+        ("a", 2): [(o, b"v%d" % o, o) for o in range(1, 10, 2)],
+        ("b", 2): [(o, b"v%d" % o, o) for o in range(0, 10, 2)],
+    }
+    assert _runs_of_messages([]) == []
+
+
 def test_arrivals_are_timestamps_or_now() -> None:
     run = PartitionRun("t", 0, [1, 2], [b"x", b"y"], [5, None])
     first, second = run.arrivals()
