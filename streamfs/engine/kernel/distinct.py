@@ -57,7 +57,7 @@ def first_probe(table: np.ndarray, key: int) -> int:
 def find(table: np.ndarray, key: int) -> int:
     """The row of `key`, or -1."""
     mask = len(table) - 1
-    h = _mix(key) & mask
+    h = first_probe(table, key)
     while table[h, KEY] != EMPTY:
         if table[h, KEY] == key:
             return h
@@ -71,7 +71,7 @@ def find_or_add(
 ) -> int:
     """The row of `key`, added (with no times) if absent; the caller reserved room."""
     mask = len(table) - 1
-    h = _mix(key) & mask
+    h = first_probe(table, key)
     free = -1
     while table[h, KEY] != EMPTY:
         if table[h, KEY] == key:
