@@ -44,8 +44,8 @@ from streamfs.engine.kernel.unmanaged import unmanaged
 
 UNSEEN = np.iinfo(np.int64).min
 AHEAD = 2
-"""process prefetches the state of the event this many events ahead (prefetch.py): far enough
-for memory to answer while ~4 events run, near enough that nothing is evicted before use."""
+"""process prefetches the state of the event this many events ahead (prefetch.py): memory
+answers while the events before it run (~1 µs each); 2 measured better than 1, 3 and 8."""
 EMPTY_TILE = np.iinfo(np.int64).min
 NOT_LOOKED_UP = -2
 """_settle's `found` scratch: the field's value was not looked up yet for this event."""
