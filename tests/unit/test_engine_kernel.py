@@ -319,6 +319,35 @@ def test_count_distinct_survives_pruning_and_growth_of_its_table(lateness: int) 
     assert_same_state(kernel, python)
 
 
+def test_growing_the_store_keeps_rows_of_keys_with_complete_tiles(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Growth (1,024 keys and every doubling) leaves the new rows' cells as calloc gives them and
+    starts the complete tiles over (KernelStore._grow): hot keys whose rows read complete tiles,
+    with events out of order within the allowed lateness before and after each growth, still get
+    the Python engine's rows, state and serving steps."""
+    monkeypatch.setattr(kernel_batch, "COMPLETE_AT", 1)  # every key with a buffer keeps them
+    features = [
+        Aggregate("x", "sum", window=12, hop=4),
+        Aggregate("x", "max", window=12, hop=4),
+        Aggregate("s", "count_distinct", window=30, hop=5),
+        Aggregate("s", "last"),
+        Aggregate("x", "mean"),
+    ]
+    view = make_view(features, lateness=6)
+    kernel, python = ViewEngine(view), ViewEngine(view, kernel=False)
+    events = []
+    for t in range(3_000):  # a new key at every event (3,000 keys: two growths), hot keys between
+        events.append(ev(t, f"k{t}", x=float(t % 7), s=f"v{t % 5}"))
+        events.append(ev(t - (t % 4), f"hot{t % 3}", x=float(t % 11) / 4, s=f"v{t % 9}"))
+    for start in range(0, len(events), 700):
+        batch = events[start : start + 700]
+        rows = [r.values for r in kernel.process(batch).rows]
+        assert rows == [r.values for r in python.process(batch).rows]
+    assert kernel.uses_kernel and kernel._kernel is not None and kernel._kernel.capacity == 4096
+    for key in ("hot0", "hot1", "hot2"):
+        assert kernel.serving_state((key,)) == python.serving_state((key,))
+    assert_same_state(kernel, python)
+
+
 @pytest.mark.parametrize("lateness", [0, 7])
 def test_warm_up_changes_nothing(lateness: int) -> None:
     """ViewEngine.warm_up (the worker calls it before consuming, kernel/warmup.py) runs the
