@@ -13,6 +13,7 @@ import dataclasses
 import json
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pytest
 from engine_reference import Ev, ReferenceView
@@ -22,7 +23,7 @@ from hypothesis import strategies as st
 from streamfs.definitions import Aggregate, AggregationName, Entity, FeatureView, KafkaSource
 from streamfs.engine import ViewEngine
 from streamfs.engine import view as view_module
-from streamfs.engine.kernel import KernelLayout, store
+from streamfs.engine.kernel import KernelLayout, distinct, store
 from streamfs.engine.kernel import batch as kernel_batch
 from streamfs.online.layout import EntryReader, ViewMeta, encode_entries, encode_entry
 from streamfs.online.packed import MAGIC
@@ -346,6 +347,38 @@ def test_growing_the_store_keeps_rows_of_keys_with_complete_tiles(monkeypatch: p
     for key in ("hot0", "hot1", "hot2"):
         assert kernel.serving_state((key,)) == python.serving_state((key,))
     assert_same_state(kernel, python)
+
+
+@pytest.mark.parametrize("lateness", [0, 7])
+def test_both_ways_of_listing_count_distinct_entries_agree(lateness: int) -> None:
+    """snapshot.take lists a partition's count_distinct values by walking its keys' rows or, for
+    a fair share of the table's keys, by one pass over the table (distinct.scan_live_entries):
+    both give the same entries in the same order, with dead rows of a dropped partition, expired
+    values and two fields in the table, for any set of keys."""
+    features = [
+        Aggregate("s", "count_distinct", window=200, hop=10),
+        Aggregate("x", "count_distinct", window=50, hop=5),
+    ]
+    engine = ViewEngine(make_view(features, lateness))
+    key = [(f"k{k}", k % 5) for k in range(23)]  # (key, its partition)
+    events = [ev(t - (t % 3), *key[t % 23], s=f"v{(t * 7919) % 41}", x=float(t % 13)) for t in range(2_000)]
+    engine.process(events[:1_000])
+    engine.drop(4)  # its rows become DEAD
+    engine.process(events[1_000:])
+    kernel = engine._kernel
+    assert engine.uses_kernel and kernel is not None
+    reached = kernel.reach()
+    chosen = [sorted(keyed.values()) for keyed in kernel.partitions.values()]
+    chosen += [list(kernel.partitions[0].values())[::-1], [], [slot for keyed in chosen for slot in keyed]]
+    listed = 0
+    for slots in chosen:
+        slots_array = np.array(slots, dtype=np.int64)
+        walked = distinct.live_entries(kernel.table, kernel.heads, slots_array, reached)
+        scanned = distinct.scan_live_entries(kernel.table, kernel.heads, slots_array, reached)
+        assert [a.tolist() for a in walked] == [a.tolist() for a in scanned]
+        listed += len(walked[0])
+    everything = distinct.live_entries(kernel.table, kernel.heads, np.array(chosen[-1]), reached)
+    assert listed > 100 and set(everything[1].tolist()) == {0, 1}  # (both fields)
 
 
 @pytest.mark.parametrize("lateness", [0, 7])

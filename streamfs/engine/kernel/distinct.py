@@ -249,6 +249,62 @@ def live_entries(  # type: ignore[no-untyped-def]
 
 
 @numba.njit(cache=True)
+def scan_live_entries(  # type: ignore[no-untyped-def]
+    table: np.ndarray,
+    heads: np.ndarray,
+    slots: np.ndarray,
+    reached: np.ndarray,
+):
+    """live_entries by one sequential pass over the whole table instead of walking each key's
+    rows: the walk misses the cache at nearly every row (~145 ns per row of a 2 M-row table),
+    the pass reads memory in order, so it wins when `slots` hold a fair share of the table's
+    keys (snapshot.take chooses). Same output, in the same order: the rows are placed per key
+    (a counting sort by position in `slots`), then each key's sorted by (field, value id)."""
+    fields = heads.shape[1]
+    position = np.full(len(heads), -1, np.int64)
+    for r in range(len(slots)):
+        position[slots[r]] = r
+    starts = np.zeros(len(slots) + 1, np.int64)
+    for h in range(len(table)):
+        key = table[h, KEY]
+        if key < 0:
+            continue
+        pair = key >> 32
+        slot = pair // fields
+        settled = table[h, SETTLED]
+        if position[slot] >= 0 and settled != NO_TIME and settled >= reached[slot, pair - slot * fields, 0]:
+            starts[position[slot] + 1] += 1
+    for r in range(len(slots)):
+        starts[r + 1] += starts[r]
+    count = starts[len(slots)]
+    order_keys = np.empty(count, np.int64)  # (field << 32) | value id, per key
+    times = np.empty(count, np.int64)
+    fill = starts[:-1].copy()
+    for h in range(len(table)):
+        key = table[h, KEY]
+        if key < 0:
+            continue
+        pair = key >> 32
+        slot = pair // fields
+        field = pair - slot * fields
+        settled = table[h, SETTLED]
+        if position[slot] >= 0 and settled != NO_TIME and settled >= reached[slot, field, 0]:
+            at = fill[position[slot]]
+            fill[position[slot]] += 1
+            order_keys[at] = (field << 32) | (key & 0xFFFFFFFF)
+            times[at] = settled
+    rows = np.empty(count, np.int64)
+    for r in range(len(slots)):
+        start, end = starts[r], starts[r + 1]
+        rows[start:end] = r
+        if end - start > 1:
+            order = np.argsort(order_keys[start:end])
+            order_keys[start:end] = order_keys[start:end][order]
+            times[start:end] = times[start:end][order]
+    return rows, order_keys >> 32, order_keys & 0xFFFFFFFF, times
+
+
+@numba.njit(cache=True)
 def insert_entries(
     table: np.ndarray,
     heads: np.ndarray,
