@@ -204,7 +204,8 @@ class KernelStore:
             return array
 
         def zeros(array: np.ndarray, keep: bool = True) -> np.ndarray:
-            """The array with `extra` more rows of zeros, not written (calloc), its rows kept."""
+            """The array with `extra` more rows of zeros, not written (calloc): its rows kept, or
+            with `keep` False all rows zero (the complete tiles, which start over)."""
             grown = np.zeros((capacity, *array.shape[1:]), array.dtype)
             if keep:
                 grown[: array.shape[0]] = array

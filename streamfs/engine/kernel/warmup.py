@@ -35,9 +35,9 @@ def warm_up(store: KernelStore) -> None:
     index.rehash(len(index.table))
     serving_columns(store, [()], [-1])  # one key the store does not hold: every step is skipped
     store._live()
-    # A checkpoint's (a partition with no keys; both ways of listing count_distinct entries)
+    # A checkpoint's: a partition with no keys (take lists its count_distinct values by one pass
+    # over the table, as it does while the store holds no keys), and the other way of listing them
     kernel_snapshot.take(store, "", "", -1)
     distinct.live_entries(store.table, store.heads, empty, store.reach())
-    distinct.scan_live_entries(store.table, store.heads, empty, store.reach())
     if int(store.meta[0]) == 0:  # (an empty table: rebuilding it changes nothing)
         store._prune(len(store.table))
