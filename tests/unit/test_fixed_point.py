@@ -72,6 +72,29 @@ def test_mean_float_rounds_once_like_python(value: int, n: int) -> None:
     assert mean_float(digits_of(value), 0, n, scratch) == expected
 
 
+@settings(max_examples=3000, deadline=None)
+@given(
+    st.one_of(st.integers(2**52, 2**53 - 1), st.just(2**52), st.just(2**53 - 1)),
+    st.sampled_from([0, 1]),
+    st.integers(0, 130),
+    st.one_of(st.integers(1, 20), st.integers(1, (1 << 31) - 1), st.just((1 << 31) - 1)),
+    st.one_of(st.integers(-3, 3), st.integers(-(2**12), 2**12)),
+    st.integers(0, 130),
+    st.sampled_from([1, -1]),
+)
+def test_mean_float_rounds_ties_and_near_ties_like_python(
+    mantissa: int, halfway: int, shift: int, n: int, nudge: int, nudge_shift: int, sign: int
+) -> None:
+    """Quotients at or next to a rounding boundary (a float, or the midpoint of two: ties go
+    to even), where mean_float's float division is not enough and its exact check must send
+    it to the long division; also just below powers of two, where the floats get denser."""
+    value = sign * (((2 * mantissa + halfway) << shift) * n + (nudge << min(nudge_shift, shift)))
+    if not -LIMIT < value < LIMIT:
+        return
+    expected = value / (n << SCALE)
+    assert mean_float(digits_of(value), 0, n, scratch) == expected
+
+
 @settings(max_examples=500, deadline=None)
 @given(
     st.lists(

@@ -14,6 +14,7 @@ holding the sign, so each add is a handful of integer operations.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -58,9 +59,21 @@ def _bits_float_intrinsic(typingctx, b):  # type: ignore[no-untyped-def]
     return signature, codegen
 
 
+@intrinsic
+def _fused_multiply_add_intrinsic(typingctx, a, b, c):  # type: ignore[no-untyped-def]
+    """a·b + c rounded once (the CPU's fused multiply-add)."""
+    signature = types.float64(types.float64, types.float64, types.float64)
+
+    def codegen(context, builder, sig, args):  # type: ignore[no-untyped-def]
+        return builder.fma(args[0], args[1], args[2])
+
+    return signature, codegen
+
+
 # (typed for mypy: compiled code calls them with the value alone)
 _float_bits = cast(Callable[[float], int], _float_bits_intrinsic)
 _bits_float = cast(Callable[[np.int64], float], _bits_float_intrinsic)
+fused_multiply_add = cast(Callable[[float, float, float], float], _fused_multiply_add_intrinsic)
 leading_zeros = cast(Callable[[int], int], unsafe_numbers.leading_zeros)
 trailing_zeros = cast(Callable[[int], int], unsafe_numbers.trailing_zeros)
 
@@ -158,34 +171,35 @@ def add_float(d: np.ndarray, at: int, x: float, sign: int) -> None:
 
 
 @unmanaged
-def _round_magnitude(mag: np.ndarray, count: int, shift: int, sticky: bool) -> float:
-    """Correctly rounded value of Σ mag[i]·2**(32i) · 2**-shift (+ a nonzero remainder below it
-    if sticky), for nonnegative digits in [0, 2**32)."""
+def _round_magnitude(mag: np.ndarray, at: int, count: int, shift: int, sticky: bool) -> float:
+    """Correctly rounded value of Σ mag[at+i]·2**(32i) · 2**-shift for i < count (+ a nonzero
+    remainder below it if sticky), for nonnegative digits in [0, 2**32)."""
     top = -1
     for i in range(count - 1, -1, -1):
-        if mag[i] != 0:
+        if mag[at + i] != 0:
             top = i
             break
     if top < 0:
         return 0.0
-    bits = 32 * top + 64 - leading_zeros(mag[top])
+    bits = 32 * top + 64 - leading_zeros(mag[at + top])
     if bits <= 63 and not sticky:
         whole = np.int64(0)
         for i in range(top, -1, -1):
-            whole = (whole << 32) | mag[i]
+            whole = (whole << 32) | mag[at + i]
         return float(whole) * power_of_two(-shift)  # int64 → float rounds correctly; the scaling is exact
     # The top 63 bits of the magnitude, then round to 53 with the bits below as sticky.
     cut = bits - 63
     head = np.int64(0)
     for i in range(top, -1, -1):
+        digit = mag[at + i]
         position = 32 * i - cut  # where digit i's lowest bit lands in head
         if position >= 0:
-            head += mag[i] << position
+            head += digit << position
         elif position > -32:
-            head += mag[i] >> (-position)
-            if mag[i] & ((np.int64(1) << (-position)) - 1):
+            head += digit >> (-position)
+            if digit & ((np.int64(1) << (-position)) - 1):
                 sticky = True
-        elif mag[i] != 0:
+        elif digit != 0:
             sticky = True
     keep = head >> 10
     rest = head & 0x3FF
@@ -214,13 +228,88 @@ def _magnitude(d: np.ndarray, at: int, out: np.ndarray, extra: int) -> int:
 @unmanaged
 def to_float(d: np.ndarray, at: int, scratch: np.ndarray) -> float:
     """N·2**-SCALE rounded once to the nearest float."""
+    if d[at + DIGITS - 1] >= 0:  # normalized and nonnegative: the digits are the magnitude
+        return _round_magnitude(d, at, DIGITS, SCALE, False)
     sign = _magnitude(d, at, scratch, 0)
-    return sign * _round_magnitude(scratch, DIGITS, SCALE, False)
+    return sign * _round_magnitude(scratch, 0, DIGITS, SCALE, False)
+
+
+@numba.njit(cache=True, inline="always")
+def _head(d: np.ndarray, at: int) -> tuple[int, int, bool]:
+    """(H, cut, inexact) with N = H·2**cut + ε, 0 ≤ ε < 2**cut, H < 2**62, for a normalized
+    nonnegative N; inexact says whether ε may be nonzero (it is zero when cut is 0)."""
+    top = -1
+    for i in range(DIGITS - 1, -1, -1):
+        if d[at + i] != 0:
+            top = i
+            break
+    if top < 0:
+        return 0, 0, False
+    bits = 32 * top + 64 - leading_zeros(d[at + top])
+    cut = max(bits - 62, 0)
+    head = np.int64(0)
+    for i in range(top, -1, -1):
+        position = 32 * i - cut  # where digit i's lowest bit lands in head
+        if position >= 0:
+            head += d[at + i] << position
+        elif position > -32:
+            head += d[at + i] >> (-position)
+        else:
+            break  # (the digits below only make ε)
+    return int(head), cut, cut > 0
+
+
+@numba.njit(cache=True, inline="always")
+def _nearest_quotient(head: int, inexact: bool, n: int) -> float:
+    """The float nearest (head + ε)/n for 0 < head < 2**62, 1 ≤ n < 2**31 and an unknown
+    0 ≤ ε < 1 (ε = 0 unless inexact), or NaN when ε or a tie could decide it (rarely: then
+    the long division answers).
+
+    q = RN(hi/n) for hi = RN(head); the fused multiply-add gives hi - q·n exactly, and head -
+    hi is exact, so D = head - q·n is known exactly (every term a multiple of min(ulp(q), 1),
+    under 2**41 of them). The quotient is q + (D + ε)/n: q moves by the whole ulps nearest
+    D/(ulp·n), and the rest decides the rounding unless it lies within ε of half an ulp."""
+    hi = float(head)
+    lo = float(head - np.int64(hi))
+    nf = float(n)
+    q = hi / nf
+    remainder = fused_multiply_add(-q, nf, hi) + lo
+    bits = _float_bits(q)
+    biased = (bits >> 52) & 0x7FF
+    ulp = power_of_two(biased - 1075)
+    ulps = ulp * nf
+    k = math.floor(remainder / ulps + 0.5)
+    nearest = q + k * ulp
+    rest = remainder - k * ulps
+    nearest_bits = _float_bits(nearest)
+    if (nearest_bits >> 52) & 0x7FF != biased:
+        return np.nan  # it left q's binade: the ulp changed
+    if nearest_bits & 0xFFFFFFFFFFFFF == 0 and rest < 0:
+        return np.nan  # just below a power of two, where the floats are twice as dense
+    half = 0.5 * ulps
+    if -half < rest and rest + (1.0 if inexact else 0.0) < half:
+        return nearest
+    return np.nan
 
 
 @unmanaged
 def mean_float(d: np.ndarray, at: int, n: int, scratch: np.ndarray) -> float:
-    """N·2**-SCALE / n rounded once (n ≥ 1, n < 2**31): long division with 3 extra digits."""
+    """N·2**-SCALE / n rounded once (n ≥ 1, n < 2**31): a float division checked exactly
+    (_nearest_quotient) for a nonnegative N, else long division."""
+    if d[at + DIGITS - 1] >= 0:
+        head, cut, inexact = _head(d, at)
+        if head == 0:
+            return 0.0
+        quotient = _nearest_quotient(head, inexact, n)
+        if quotient == quotient:
+            return quotient * power_of_two(cut - SCALE)  # (exact: far from the float range's ends)
+    return _mean_by_long_division(d, at, n, scratch)
+
+
+@unmanaged
+def _mean_by_long_division(d: np.ndarray, at: int, n: int, scratch: np.ndarray) -> float:
+    """mean_float by long division with 3 extra digits: every case, at ~1.7 times the cost
+    (84 against 50 ns on a Zen 1 core: up to 3 int64 divisions, each 14-45 cycles there)."""
     sign = _magnitude(d, at, scratch, 3)
     count = DIGITS + 3
     remainder = np.int64(0)
@@ -244,7 +333,7 @@ def mean_float(d: np.ndarray, at: int, n: int, scratch: np.ndarray) -> float:
         if scratch[k] != 0:
             sticky = True
         scratch[k] = 0
-    return sign * _round_magnitude(scratch, count, SCALE + 96, sticky)
+    return sign * _round_magnitude(scratch, 0, count, SCALE + 96, sticky)
 
 
 def to_int(digits: np.ndarray) -> int:
