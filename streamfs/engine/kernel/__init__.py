@@ -8,7 +8,8 @@ it meets something it cannot hold exactly. Modules: fixed (exact sums in fixed p
 (a view as the kernel's tables), store (the arrays and KeyState in and out), run (a batch in,
 rows or answers out), columns (archive tables straight to the kernel's arrays), serving (Redis
 serving states off the arrays), snapshot (a partition's arrays as a checkpoint snapshot and
-back), unmanaged (the loops compiled without reference counting).
+back), unmanaged (the loops compiled without reference counting), cachestamp (numba's cache
+emptied when any kernel source changed: numba itself only checks each function's own file).
 
 STREAMFS_ENGINE=python turns the kernel off (every view runs on the Python engine).
 """
@@ -16,9 +17,16 @@ STREAMFS_ENGINE=python turns the kernel off (every view runs on the Python engin
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
+from streamfs.engine.kernel import batch, cachestamp
 from streamfs.engine.kernel.layout import KernelLayout
 from streamfs.engine.kernel.store import KernelStore
+
+_SOURCES = Path(__file__).parent
+cachestamp.drop_stale(
+    cachestamp.cache_directory(batch.process, _SOURCES), cachestamp.sources_digest(_SOURCES)
+)
 
 
 def kernel_enabled() -> bool:
