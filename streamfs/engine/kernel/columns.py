@@ -51,7 +51,7 @@ def table_columns(store: KernelStore, table: pa.Table) -> TableColumns | None:
         slots = unit_slots[unit_rows] if count else np.zeros(0, np.int64)
     # a writable copy: Arrow's buffers are read-only, and numba compiles (and loads) the loop
     # once more for a read-only array type than the one warm_up loaded
-    times = np.array(table.column("event_time").cast(pa.int64()).to_numpy(), dtype=np.int64)
+    times = np.array(_int64_values(table.column("event_time")), dtype=np.int64)
     values = np.full((count, max(len(compiled.input_fields), 1)), np.nan)
     ids = np.full((count, max(len(layout.id_columns), 1)), -1, np.int64)
     id_column = {input_slot: c for c, input_slot in enumerate(layout.id_columns)}
@@ -59,7 +59,7 @@ def table_columns(store: KernelStore, table: pa.Table) -> TableColumns | None:
         if name not in present:
             continue  # every value None
         column = table.column(name)
-        nulls = np.asarray(column.is_null().to_numpy(zero_copy_only=False), dtype=np.bool_)
+        nulls = _nulls(column)
         if input_slot in layout.value_slots:
             if pa.types.is_integer(column.type):
                 largest = pc.max(pc.abs(column)).as_py()
@@ -68,17 +68,18 @@ def table_columns(store: KernelStore, table: pa.Table) -> TableColumns | None:
             elif not pa.types.is_floating(column.type):
                 return None
             numbers = np.asarray(column.cast(pa.float64()).to_numpy(zero_copy_only=False), dtype=np.float64)
-            if not np.isfinite(numbers[~nulls]).all():
+            if not np.isfinite(numbers if nulls is None else numbers[~nulls]).all():
                 return None
             values[:, input_slot] = numbers
         else:
-            values[:, input_slot] = np.where(nulls, np.nan, 0.0)
+            values[:, input_slot] = 0.0 if nulls is None else np.where(nulls, np.nan, 0.0)
         if input_slot in id_column:
             if pa.types.is_floating(column.type) and pc.any(pc.is_nan(column)).as_py():
                 return None  # NaN equals nothing: the row path rejects what needs rejecting
             if column.type in (pa.string(), pa.large_string()):
                 column_ids = _by_bytes(store.value_index, column.combine_chunks(), store.value_id)
-                column_ids[nulls] = -1
+                if nulls is not None:
+                    column_ids[nulls] = -1
                 ids[:, id_column[input_slot]] = column_ids
                 continue
             try:
@@ -89,7 +90,8 @@ def table_columns(store: KernelStore, table: pa.Table) -> TableColumns | None:
             mapping = np.fromiter((store.value_id(value) for value in uniques), np.int64, len(uniques))
             indices = np.asarray(encoded.indices.fill_null(0).to_numpy(zero_copy_only=False), dtype=np.int64)
             column_ids = mapping[indices] if len(mapping) else np.zeros(count, np.int64)
-            column_ids[nulls] = -1
+            if nulls is not None:
+                column_ids[nulls] = -1
             ids[:, id_column[input_slot]] = column_ids
     return TableColumns(slots, times, values, ids)
 
@@ -103,16 +105,42 @@ def _string_key_slots(store: KernelStore, table: pa.Table, key_fields: Sequence[
     column = table.column(key_fields[0])
     if column.type not in (pa.string(), pa.large_string()):
         return None
-    partitions = table.column("partition")
-    bounds = pc.min_max(partitions)
-    if bounds["min"] != bounds["max"]:
+    partition = _only_partition(table)
+    if partition is None:
         return None
-    partition = bounds["min"].as_py()
     return _by_bytes(
         store.key_index(partition),
         column.combine_chunks(),
         lambda key: store.slot(partition, (key,)),
     )
+
+
+def _only_partition(table: pa.Table) -> int | None:
+    """The partition of every row of a non-empty table, or None if they are not all one (by
+    numpy: Arrow's min_max and its scalars cost ~4 times as much per batch)."""
+    column = table.column("partition")
+    if column.null_count:
+        return None
+    partitions = column.to_numpy()
+    first = int(partitions[0])
+    return first if (partitions == first).all() else None
+
+
+def _int64_values(column: pa.ChunkedArray) -> np.ndarray:
+    """A column of int64-sized values (timestamps) as int64, read off its buffer when it is one
+    chunk without nulls (a cast and a copy otherwise)."""
+    if column.num_chunks == 1 and column.null_count == 0:
+        chunk = column.chunk(0)
+        if pa.types.is_timestamp(chunk.type) or pa.types.is_int64(chunk.type):
+            return np.frombuffer(chunk.buffers()[1], np.int64)[chunk.offset : chunk.offset + len(chunk)]
+    return np.asarray(column.cast(pa.int64()).to_numpy(), dtype=np.int64)
+
+
+def _nulls(column: pa.ChunkedArray) -> np.ndarray | None:
+    """Which rows are null, None when none is (a batch's usual case: no mask to build or apply)."""
+    if column.null_count == 0:
+        return None
+    return np.asarray(column.is_null().to_numpy(zero_copy_only=False), dtype=np.bool_)
 
 
 def _by_bytes(index: KeyIndex, strings: pa.Array, resolve: Callable[[str], int]) -> np.ndarray:
@@ -145,9 +173,8 @@ def _units(table: pa.Table, key_fields: Sequence[str]) -> tuple[list[int], list[
     partition and one key field (a worker's batch) go through Arrow's dictionary encoding: a
     Python step per distinct key, not per row."""
     partition_column = table.column("partition")
-    bounds = pc.min_max(partition_column) if table.num_rows else None
-    if len(key_fields) == 1 and bounds is not None and bounds["min"] == bounds["max"]:
-        partition = bounds["min"].as_py()
+    partition = _only_partition(table) if table.num_rows else None
+    if len(key_fields) == 1 and partition is not None:
         try:
             encoded = pc.dictionary_encode(table.column(key_fields[0]).combine_chunks())
         except pa.ArrowNotImplementedError:
