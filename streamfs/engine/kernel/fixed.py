@@ -170,15 +170,20 @@ def add_float(d: np.ndarray, at: int, x: float, sign: int) -> None:
     d[top] += carry
 
 
+@numba.njit(cache=True, inline="always")
+def _top_digit(d: np.ndarray, at: int, count: int) -> int:
+    """Which of the digits d[at:at+count] is the highest nonzero one (-1: all are zero)."""
+    for i in range(count - 1, -1, -1):
+        if d[at + i] != 0:
+            return i
+    return -1
+
+
 @unmanaged
 def _round_magnitude(mag: np.ndarray, at: int, count: int, shift: int, sticky: bool) -> float:
     """Correctly rounded value of Σ mag[at+i]·2**(32i) · 2**-shift for i < count (+ a nonzero
     remainder below it if sticky), for nonnegative digits in [0, 2**32)."""
-    top = -1
-    for i in range(count - 1, -1, -1):
-        if mag[at + i] != 0:
-            top = i
-            break
+    top = _top_digit(mag, at, count)
     if top < 0:
         return 0.0
     bits = 32 * top + 64 - leading_zeros(mag[at + top])
@@ -238,11 +243,7 @@ def to_float(d: np.ndarray, at: int, scratch: np.ndarray) -> float:
 def _head(d: np.ndarray, at: int) -> tuple[int, int, bool]:
     """(H, cut, inexact) with N = H·2**cut + ε, 0 ≤ ε < 2**cut, H < 2**62, for a normalized
     nonnegative N; inexact says whether ε may be nonzero (it is zero when cut is 0)."""
-    top = -1
-    for i in range(DIGITS - 1, -1, -1):
-        if d[at + i] != 0:
-            top = i
-            break
+    top = _top_digit(d, at, DIGITS)
     if top < 0:
         return 0, 0, False
     bits = 32 * top + 64 - leading_zeros(d[at + top])
