@@ -312,6 +312,19 @@ class SealedOutput:
                     _write_by_day(table, layout.archive_dir(writer.root, source), partition)
         return fenced
 
+    def release(self) -> None:
+        """Drop the written rows and events, one table (or row) at a time.
+
+        The worker's writer thread calls this after `write`: freeing a periodic commit's few
+        hundred small Arrow tables took 11-18 ms, and on the loop thread (where the last
+        reference used to go) that stalled a batch at 20,000 events/s. One at a time, the loop
+        can take the GIL back between two of them."""
+        for buffers in (self.row_tables, self.event_tables, self.rows, self.events):
+            while buffers:
+                _group, items = buffers.popitem()
+                while items:
+                    items.pop()
+
 
 def truncate_files(directories: Iterable[Path], partition: int, committed_offset: int) -> int:
     """`OfflineWriter.truncate` on explicit view/source directories."""

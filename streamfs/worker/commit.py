@@ -142,7 +142,13 @@ class Committer:
             self._thread = ThreadPoolExecutor(
                 1, thread_name_prefix="streamfs-parquet", initializer=lower_priority
             )
-        self._pending = PendingWrite(sealed, self._thread.submit(self._write_parquet, sealed.write), offsets)
+        self._pending = PendingWrite(sealed, self._thread.submit(self._write_sealed, sealed), offsets)
+
+    def _write_sealed(self, sealed: SealedOutput) -> list[TopicPartitionKey]:
+        """The writer thread's job: write the sealed output, then free it there (SealedOutput.release)."""
+        fenced = self._write_parquet(sealed.write)
+        sealed.release()
+        return fenced
 
     def finish(self, reader: KafkaReader | None, *, block: bool) -> bool | None:
         """Commit the offsets of the background write once its files are durable.

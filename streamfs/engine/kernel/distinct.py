@@ -184,12 +184,28 @@ def count_live(table: np.ndarray, fields: int, reached: np.ndarray) -> int:
     return live
 
 
-@numba.njit(cache=True)
-def rebuild(table: np.ndarray, heads: np.ndarray, reached: np.ndarray, size: int):  # type: ignore[no-untyped-def]
-    """A new table of `size` rows (a power of two) holding the live rows (see `_live`), read in
-    table order (sequentially, not chain by chain); returns it and its meta."""
+def rebuild(
+    table: np.ndarray, heads: np.ndarray, reached: np.ndarray, size: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """A new table of `size` rows (a power of two) holding the live rows (see `_live`); returns
+    it and its meta.
+
+    The new table is allocated by numpy, not in compiled code: numpy asks the kernel for
+    transparent huge pages on large arrays (madvise), so filling 64 MB takes ~550 page faults
+    and 9 ms here, against ~16,400 faults and 35 ms for numba's own allocation, and a rebuild
+    stalls the worker's loop."""
     fresh = np.full((size, WIDTH), EMPTY, np.int64)
     meta = np.zeros(1, np.int64)
+    _copy_live(table, heads, reached, fresh, meta)
+    return fresh, meta
+
+
+@numba.njit(cache=True)
+def _copy_live(  # type: ignore[no-untyped-def]
+    table: np.ndarray, heads: np.ndarray, reached: np.ndarray, fresh: np.ndarray, meta: np.ndarray
+):
+    """Add the live rows of `table` to the empty `fresh`, read in table order (sequentially,
+    not chain by chain)."""
     fields = heads.shape[1]
     heads[:, :] = -1
     for h in range(len(table)):
@@ -200,7 +216,6 @@ def rebuild(table: np.ndarray, heads: np.ndarray, reached: np.ndarray, size: int
             row = find_or_add(fresh, heads, meta, slot, pair - slot * fields, key)
             fresh[row, SETTLED] = table[h, SETTLED]
             fresh[row, COMPLETE] = table[h, COMPLETE]
-    return fresh, meta
 
 
 @numba.njit(cache=True)
