@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from streamfs.definitions import Aggregate, AggregationName, Entity, FeatureView, KafkaSource
 from streamfs.engine import ViewEngine
 from streamfs.engine import view as view_module
-from streamfs.engine.kernel import KernelLayout, distinct, store
+from streamfs.engine.kernel import KernelLayout, distinct, prepared, store
 from streamfs.engine.kernel import batch as kernel_batch
 from streamfs.online.layout import EntryReader, ViewMeta, encode_entries, encode_entry
 from streamfs.online.packed import MAGIC
@@ -346,6 +346,38 @@ def test_growing_the_store_keeps_rows_of_keys_with_complete_tiles(monkeypatch: p
     assert kernel.uses_kernel and kernel._kernel is not None and kernel._kernel.capacity == 4096
     for key in ("hot0", "hot1", "hot2"):
         assert kernel.serving_state((key,)) == python.serving_state((key,))
+    assert_same_state(kernel, python)
+
+
+def test_growths_prepared_on_a_thread_give_the_same_rows(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The count_distinct table's and the buffer pool's next arrays, made ahead on a thread
+    (kernel/prepared.py), are what their growths take, and rows and state stay the Python
+    engine's (a prepared array not as the loop would make it changes the rows)."""
+    monkeypatch.setattr(store, "_PREPARE_FROM", 64)
+    taken: dict[str, int] = {"empty_table": 0, "_zeroed": 0}
+
+    class Counted(prepared.Prepared[Any]):
+        def take(self, size: int) -> Any:
+            made = super().take(size)
+            if made is not None:
+                taken[self._make.func.__name__] += 1  # type: ignore[attr-defined]
+            return made
+
+    monkeypatch.setattr(store, "Prepared", Counted)
+    features = [
+        Aggregate("s", "count_distinct", window=2_000, hop=100),
+        Aggregate("x", "sum", window=300, hop=100),
+        Aggregate("x", "max", window=300, hop=100),
+    ]
+    view = make_view(features, lateness=1_000)  # ~1,000 buffered events: the pool grows to 1,024
+    kernel, python = ViewEngine(view), ViewEngine(view, kernel=False)
+    events = [ev(t - (t % 5) * 3, f"k{t % 40}", x=float(t % 13), s=f"v{t}") for t in range(5_000)]
+    for start in range(0, len(events), 100):
+        batch = events[start : start + 100]
+        rows = [r.values for r in kernel.process(batch).rows]
+        assert rows == [r.values for r in python.process(batch).rows]
+    assert kernel.uses_kernel
+    assert taken["empty_table"] >= 2 and taken["_zeroed"] >= 2, taken
     assert_same_state(kernel, python)
 
 

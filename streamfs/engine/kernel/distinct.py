@@ -184,17 +184,23 @@ def count_live(table: np.ndarray, fields: int, reached: np.ndarray) -> int:
     return live
 
 
-def rebuild(
-    table: np.ndarray, heads: np.ndarray, reached: np.ndarray, size: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """A new table of `size` rows (a power of two) holding the live rows (see `_live`); returns
-    it and its meta.
+def empty_table(size: int) -> np.ndarray:
+    """A table of `size` rows (a power of two), every row EMPTY.
 
-    The new table is allocated by numpy, not in compiled code: numpy asks the kernel for
-    transparent huge pages on large arrays (madvise), so filling 64 MB takes ~550 page faults
-    and 9 ms here, against ~16,400 faults and 35 ms for numba's own allocation, and a rebuild
-    stalls the worker's loop."""
-    fresh = np.full((size, WIDTH), EMPTY, np.int64)
+    Allocated by numpy, not in compiled code: numpy asks the kernel for transparent huge pages
+    on large arrays (madvise), so filling 64 MB takes ~550 page faults and 9 ms here, against
+    ~16,400 faults and 35 ms for numba's own allocation, when that memory was used before; on
+    a VM, memory the process never touched takes ~145 ms more (kernel/prepared.py)."""
+    return np.full((size, WIDTH), EMPTY, np.int64)
+
+
+def rebuild(
+    table: np.ndarray, heads: np.ndarray, reached: np.ndarray, size: int, fresh: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """A new table of `size` rows holding the live rows (see `_live`); returns it and its meta.
+    `fresh`: the empty_table(size) to fill, made ahead (the store prepares the next one)."""
+    if fresh is None:
+        fresh = empty_table(size)
     meta = np.zeros(1, np.int64)
     _copy_live(table, heads, reached, fresh, meta)
     return fresh, meta

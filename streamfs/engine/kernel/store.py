@@ -9,6 +9,7 @@ falling back to the Python engine) reuses the Python engine's code unchanged.
 from __future__ import annotations
 
 from collections.abc import Collection
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -19,9 +20,13 @@ from streamfs.engine.kernel import distinct as table
 from streamfs.engine.kernel.fixed import DIGITS, SCALE, exact_as_float, from_int, representable, to_int
 from streamfs.engine.kernel.keyindex import KeyIndex
 from streamfs.engine.kernel.layout import KernelLayout
+from streamfs.engine.kernel.prepared import Prepared
 from streamfs.engine.state import Key, KeyState
 
 _MIN_POOL = 1024
+_PREPARE_FROM = 1 << 15
+"""Tables and buffer pools of at least this many rows have their next growth prepared on a
+thread (kernel/prepared.py); smaller ones grow in well under a millisecond."""
 
 
 class KernelStore:
@@ -67,8 +72,12 @@ class KernelStore:
         # Keys changed since the online store last took them, marked per slot: a set of key
         # tuples built per batch cost ~0.2 µs per event (hashing fresh tuples of fresh strings).
         self.dirty = np.empty(0, np.bool_)
-        self.table = np.full((_MIN_POOL, table.WIDTH), table.EMPTY, np.int64)
+        self.table = table.empty_table(_MIN_POOL)
         self.meta = np.zeros(1, np.int64)  # rows ever used since the last rebuild
+        # The next, twice as large, table made ahead while the table fills, as long as its last
+        # rebuild grew it (a state still growing); a pruning rebuild reuses memory just freed.
+        self.next_table: Prepared[np.ndarray] | None = None
+        self.table_grew = True
         # the buffer: events after their key's watermark, a linked list per key in one pool
         width = max(len(compiled.input_fields), 1)
         self.btime = np.empty(0, np.int64)
@@ -79,6 +88,7 @@ class KernelStore:
         self.bhead = np.empty(0, np.int64)
         self.btail = np.empty(0, np.int64)  # each key's last buffered event (-1: none)
         self.bmeta = np.array([-1, 0], np.int64)  # free list head, free entries
+        self.next_buffer: Prepared[tuple[np.ndarray, ...]] | None = None  # its doubling, made ahead
         self._id_column = {slot: c for c, slot in enumerate(layout.id_columns)}
 
     @property
@@ -97,22 +107,32 @@ class KernelStore:
     def buffer(self) -> tuple[np.ndarray, ...]:
         return (self.btime, self.bseq, self.bnext, self.bvals, self.bids, self.bhead, self.bmeta, self.btail)
 
+    @property
+    def _pool(self) -> tuple[np.ndarray, ...]:
+        """The buffer pool's arrays with a row per entry, in the order reserve_buffer grows them."""
+        return (self.btime, self.bseq, self.bvals, self.bids, self.bnext)
+
     def reserve_buffer(self, entries: int) -> None:
-        """Make room for `entries` more buffered events."""
-        if self.bmeta[1] >= entries:
+        """Make room for `entries` more buffered events. When a large pool is half full, its
+        doubling is prepared on a thread (kernel/prepared.py)."""
+        free, old = int(self.bmeta[1]), len(self.btime)
+        if free >= entries:
+            if free - entries < old // 2 and old >= _PREPARE_FROM and self.next_buffer is None:
+                shapes = [((2 * old, *a.shape[1:]), a.dtype) for a in self._pool]
+                self.next_buffer = Prepared(2 * old, partial(_zeroed, shapes))
             return
-        old = len(self.btime)
         size = max(256, 2 * old)
-        while size - old + int(self.bmeta[1]) < entries:
+        while size - old + free < entries:
             size *= 2
         extra = size - old
+        prepared, self.next_buffer = self.next_buffer, None
+        made = prepared.take(size) if prepared is not None else None
+        into: tuple[np.ndarray | None, ...] = made if made is not None else (None,) * 5
         # (a doubling by np.concatenate stalled the worker's loop 125 ms at 20,000 events/s, where
         # 5 minutes of lateness keeps a growing pool of buffered events: _with_rows says why)
-        self.btime, self.bseq, self.bvals, self.bids = (
-            _with_rows(self.btime, extra), _with_rows(self.bseq, extra), _with_rows(self.bvals, extra),
-            _with_rows(self.bids, extra),
-        )  # fmt: skip
-        self.bnext = _with_rows(self.bnext, extra)
+        self.btime, self.bseq, self.bvals, self.bids, self.bnext = (
+            _with_rows(array, extra, into=target) for array, target in zip(self._pool, into, strict=True)
+        )
         self.bnext[old:] = np.arange(old + 1, size + 1, dtype=np.int64)
         self.bnext[-1] = self.bmeta[0]  # the new entries go in front of the free list
         self.bmeta[0] = old
@@ -275,16 +295,25 @@ class KernelStore:
         """Make room for `inserts` new count_distinct rows: when more than 70 % of the table would
         be used, count its live rows (one cheap pass) and rebuild it once, at the same size if
         live and new rows fill at most half of it, else at twice their number or more (a rebuild
-        stalls the loop for a pass over both tables, so it is done once, never to count)."""
-        used = int(self.meta[0])
-        if used + inserts <= len(self.table) * 7 // 10:
+        stalls the loop for a pass over both tables, so it is done once, never to count).
+
+        While the table still grows, the next one is made on a thread once half of this one is
+        used (kernel/prepared.py: its first writes were most of a doubling's stall)."""
+        used, size = int(self.meta[0]), len(self.table)
+        if used + inserts <= size * 7 // 10:
+            growing = self.table_grew and size >= _PREPARE_FROM
+            if growing and self.next_table is None and used + inserts > size // 2:
+                self.next_table = Prepared(2 * size, partial(table.empty_table, 2 * size))
             return
         reached = self.reach()
         need = int(table.count_live(self.table, self.fields, reached)) + inserts
-        size = len(self.table)
-        while size < 2 * need:
-            size *= 2
-        self.table, self.meta = table.rebuild(self.table, self.heads, reached, size)
+        new_size = size
+        while new_size < 2 * need:
+            new_size *= 2
+        prepared, self.next_table = self.next_table, None
+        fresh = prepared.take(new_size) if prepared is not None else None
+        self.table, self.meta = table.rebuild(self.table, self.heads, reached, new_size, fresh)
+        self.table_grew = new_size > size
 
     def reach(self) -> np.ndarray:
         """distinct.reach of every slot: the earliest count_distinct time each key still needs."""
@@ -549,15 +578,21 @@ class KernelStore:
         return {key: self.key_state(slot) for key, slot in self.partitions.get(partition, {}).items()}
 
 
-def _with_rows(array: np.ndarray, extra: int, fill: float = 0) -> np.ndarray:
-    """A copy of the array with `extra` more rows set to `fill`, in memory from numpy.
+def _with_rows(array: np.ndarray, extra: int, fill: float = 0, into: np.ndarray | None = None) -> np.ndarray:
+    """A copy of the array with `extra` more rows set to `fill`, in memory from numpy (or in
+    `into`, of that shape, made ahead: kernel/prepared.py).
 
     numpy asks for transparent huge pages on large blocks (madvise), so writing a new block
     takes a page fault per 2 MB. Measured here for 2^20 rows of 3 floats: a new block and a copy
     5 ms and ~15 faults; `ndarray.resize` (realloc, in place) 4-34 ms and up to 12,000 faults,
     as the grown block's pages are 4 KB; np.concatenate 80-180 ms."""
     old = array.shape[0]
-    grown = np.empty((old + extra, *array.shape[1:]), array.dtype)
+    grown = np.empty((old + extra, *array.shape[1:]), array.dtype) if into is None else into
     grown[:old] = array
     grown[old:] = fill
     return grown
+
+
+def _zeroed(shapes: list[tuple[tuple[int, ...], np.dtype[Any]]]) -> tuple[np.ndarray, ...]:
+    """Arrays of these shapes, written (np.zeros would leave calloc's pages untouched)."""
+    return tuple(np.full(shape, 0, dtype) for shape, dtype in shapes)
