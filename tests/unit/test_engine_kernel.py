@@ -350,17 +350,20 @@ def test_growing_the_store_keeps_rows_of_keys_with_complete_tiles(monkeypatch: p
 
 
 def test_growths_prepared_on_a_thread_give_the_same_rows(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The count_distinct table's and the buffer pool's next arrays, made ahead on a thread
-    (kernel/prepared.py), are what their growths take, and rows and state stay the Python
-    engine's (a prepared array not as the loop would make it changes the rows)."""
+    """The count_distinct table's, the buffer pool's and the per-key arrays' next arrays, made
+    ahead on a thread (kernel/prepared.py), are what their growths take, and rows, serving
+    steps and state stay the Python engine's."""
     monkeypatch.setattr(store, "_PREPARE_FROM", 64)
-    taken: dict[str, int] = {"empty_table": 0, "_zeroed": 0}
+    monkeypatch.setattr(store, "_PREPARE_KEYS", 1024)
+    monkeypatch.setattr(kernel_batch, "COMPLETE_AT", 1)  # (complete tiles start over at growth)
+    taken = {"table": 0, "buffer": 0, "keys": 0}
 
     class Counted(prepared.Prepared[Any]):
         def take(self, size: int) -> Any:
             made = super().take(size)
             if made is not None:
-                taken[self._make.func.__name__] += 1  # type: ignore[attr-defined]
+                kind = "table" if isinstance(made, np.ndarray) else "buffer" if len(made) == 5 else "keys"
+                taken[kind] += 1
             return made
 
     monkeypatch.setattr(store, "Prepared", Counted)
@@ -368,16 +371,23 @@ def test_growths_prepared_on_a_thread_give_the_same_rows(monkeypatch: pytest.Mon
         Aggregate("s", "count_distinct", window=2_000, hop=100),
         Aggregate("x", "sum", window=300, hop=100),
         Aggregate("x", "max", window=300, hop=100),
+        Aggregate("s", "last"),
     ]
     view = make_view(features, lateness=1_000)  # ~1,000 buffered events: the pool grows to 1,024
     kernel, python = ViewEngine(view), ViewEngine(view, kernel=False)
-    events = [ev(t - (t % 5) * 3, f"k{t % 40}", x=float(t % 13), s=f"v{t}") for t in range(5_000)]
+    events = []
+    for t in range(5_000):  # hot keys, and a new key at every other event (2,500: two growths)
+        events.append(ev(t - (t % 5) * 3, f"k{t % 40}", x=float(t % 13), s=f"v{t}"))
+        if t % 2:
+            events.append(ev(t, f"n{t}", x=1.0, s="v"))
     for start in range(0, len(events), 100):
         batch = events[start : start + 100]
         rows = [r.values for r in kernel.process(batch).rows]
         assert rows == [r.values for r in python.process(batch).rows]
-    assert kernel.uses_kernel
-    assert taken["empty_table"] >= 2 and taken["_zeroed"] >= 2, taken
+    assert kernel.uses_kernel and kernel._kernel is not None and kernel._kernel.capacity == 4096
+    assert taken["table"] >= 2 and taken["buffer"] >= 2 and taken["keys"] == 2, taken
+    for key in ("k0", "k1", "n4999"):
+        assert kernel.serving_state((key,)) == python.serving_state((key,))
     assert_same_state(kernel, python)
 
 

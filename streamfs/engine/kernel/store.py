@@ -27,6 +27,9 @@ _MIN_POOL = 1024
 _PREPARE_FROM = 1 << 15
 """Tables and buffer pools of at least this many rows have their next growth prepared on a
 thread (kernel/prepared.py); smaller ones grow in well under a millisecond."""
+_PREPARE_KEYS = 2048
+"""Stores of at least this many keys have their next growth's per-key arrays prepared likewise
+(a doubling to 16,384 keys of the payments view stalled the loop 60-70 ms)."""
 
 
 class KernelStore:
@@ -89,6 +92,7 @@ class KernelStore:
         self.btail = np.empty(0, np.int64)  # each key's last buffered event (-1: none)
         self.bmeta = np.array([-1, 0], np.int64)  # free list head, free entries
         self.next_buffer: Prepared[tuple[np.ndarray, ...]] | None = None  # its doubling, made ahead
+        self.next_rows: Prepared[tuple[np.ndarray, ...]] | None = None  # the per-key arrays' too
         self._id_column = {slot: c for c, slot in enumerate(layout.id_columns)}
 
     @property
@@ -118,8 +122,8 @@ class KernelStore:
         free, old = int(self.bmeta[1]), len(self.btime)
         if free >= entries:
             if free - entries < old // 2 and old >= _PREPARE_FROM and self.next_buffer is None:
-                shapes = [((2 * old, *a.shape[1:]), a.dtype) for a in self._pool]
-                self.next_buffer = Prepared(2 * old, partial(_zeroed, shapes))
+                specs = [((2 * old, *a.shape[1:]), a.dtype, 2 * old) for a in self._pool]
+                self.next_buffer = Prepared(2 * old, partial(_written, specs))
             return
         size = max(256, 2 * old)
         while size - old + free < entries:
@@ -199,10 +203,28 @@ class KernelStore:
             slot = self.free.pop()
             self.owner[slot] = owner
             return slot
-        if len(self.owner) == self.capacity:
-            self._grow(max(1024, 2 * self.capacity))
+        used, capacity = len(self.owner), self.capacity
+        if used == capacity:
+            self._grow(max(1024, 2 * capacity))
+        elif used >= capacity * 3 // 4 and capacity >= _PREPARE_KEYS and self.next_rows is None:
+            self._prepare_rows(2 * capacity)
         self.owner.append(owner)
         return len(self.owner) - 1
+
+    _WRITTEN_ROWS = ("maxt", "seq", "tids", "fcell", "tot", "heads", "bhead", "btail", "dirty")
+    """The per-key arrays a growth writes whole (_with_rows); icell and kcell keep their new rows
+    as calloc gives them (see _grow)."""
+
+    def _prepare_rows(self, capacity: int) -> None:
+        """The per-key arrays of `capacity` rows made on a thread (kernel/prepared.py): those
+        `_grow` writes whole written whole, icell and kcell only in the rows it copies."""
+        specs = [((capacity, *a.shape[1:]), a.dtype, capacity) for a in self._written_rows]
+        specs += [((capacity, *a.shape[1:]), a.dtype, self.capacity) for a in (self.icell, self.kcell)]
+        self.next_rows = Prepared(capacity, partial(_written, specs))
+
+    @property
+    def _written_rows(self) -> tuple[np.ndarray, ...]:
+        return tuple(getattr(self, name) for name in self._WRITTEN_ROWS)
 
     def _grow(self, capacity: int) -> None:
         """Room for `capacity` keys. The wide cell arrays (icell, kcell: ~3 KB per key of the
@@ -212,32 +234,36 @@ class KernelStore:
         complete tiles are derived: they start over (cvalid 0: rebuilt when a row needs them,
         as after a restore), in untouched memory."""
         extra = capacity - self.capacity
+        prepared, self.next_rows = self.next_rows, None
+        made = prepared.take(capacity) if prepared is not None else None
+        into: tuple[np.ndarray | None, ...] = made if made is not None else (None,) * 11
+        maxt, seq, tids, fcell, tot, heads, bhead, btail, dirty, icell, kcell = into
 
-        def zeros(array: np.ndarray, keep: bool = True) -> np.ndarray:
+        def zeros(array: np.ndarray, keep: bool = True, into: np.ndarray | None = None) -> np.ndarray:
             """The array with `extra` more rows of zeros, not written (calloc): its rows kept, or
             with `keep` False all rows zero (the complete tiles, which start over)."""
-            grown = np.zeros((capacity, *array.shape[1:]), array.dtype)
+            grown = np.zeros((capacity, *array.shape[1:]), array.dtype) if into is None else into
             if keep:
                 grown[: array.shape[0]] = array
             return grown
 
-        self.maxt = _with_rows(self.maxt, extra, batch.UNSEEN)
-        self.seq = _with_rows(self.seq, extra, 0)
-        self.tids = _with_rows(self.tids, extra, batch.EMPTY_TILE)
-        self.icell = zeros(self.icell)
-        self.kcell = zeros(self.kcell)
-        self.fcell = _with_rows(self.fcell, extra, np.nan)
-        self.tot = _with_rows(self.tot, extra, 0)
-        self.heads = _with_rows(self.heads, extra, -1)
-        self.bhead = _with_rows(self.bhead, extra, -1)
-        self.btail = _with_rows(self.btail, extra, -1)
+        self.maxt = _with_rows(self.maxt, extra, batch.UNSEEN, into=maxt)
+        self.seq = _with_rows(self.seq, extra, 0, into=seq)
+        self.tids = _with_rows(self.tids, extra, batch.EMPTY_TILE, into=tids)
+        self.icell = zeros(self.icell, into=icell)
+        self.kcell = zeros(self.kcell, into=kcell)
+        self.fcell = _with_rows(self.fcell, extra, np.nan, into=fcell)
+        self.tot = _with_rows(self.tot, extra, 0, into=tot)
+        self.heads = _with_rows(self.heads, extra, -1, into=heads)
+        self.bhead = _with_rows(self.bhead, extra, -1, into=bhead)
+        self.btail = _with_rows(self.btail, extra, -1, into=btail)
         self.ctids = zeros(self.ctids, keep=False)
         self.cicell = zeros(self.cicell, keep=False)
         self.ckcell = zeros(self.ckcell, keep=False)
         self.cfcell = zeros(self.cfcell, keep=False)
         self.ctot = zeros(self.ctot, keep=False)
         self.cvalid = np.zeros(capacity, np.int8)
-        self.dirty = _with_rows(self.dirty, extra, 0)
+        self.dirty = _with_rows(self.dirty, extra, 0, into=dirty)
         self.capacity = capacity
 
     def _clear(self, slot: int) -> None:
@@ -593,6 +619,12 @@ def _with_rows(array: np.ndarray, extra: int, fill: float = 0, into: np.ndarray 
     return grown
 
 
-def _zeroed(shapes: list[tuple[tuple[int, ...], np.dtype[Any]]]) -> tuple[np.ndarray, ...]:
-    """Arrays of these shapes, written (np.zeros would leave calloc's pages untouched)."""
-    return tuple(np.full(shape, 0, dtype) for shape, dtype in shapes)
+def _written(specs: list[tuple[tuple[int, ...], np.dtype[Any], int]]) -> tuple[np.ndarray, ...]:
+    """Zero arrays of these shapes and dtypes whose first `rows` rows are written (np.zeros
+    alone leaves calloc's pages untouched: their first writes would fault on the loop)."""
+    made = []
+    for shape, dtype, rows in specs:
+        array = np.zeros(shape, dtype)
+        array[:rows] = 0
+        made.append(array)
+    return tuple(made)
