@@ -117,11 +117,11 @@ class KernelStore:
         return (self.btime, self.bseq, self.bvals, self.bids, self.bnext)
 
     def reserve_buffer(self, entries: int) -> None:
-        """Make room for `entries` more buffered events. When a large pool is half full, its
-        doubling is prepared on a thread (kernel/prepared.py)."""
+        """Make room for `entries` more buffered events. When a large pool is three-quarters
+        full, its doubling is prepared on a thread (kernel/prepared.py)."""
         free, old = int(self.bmeta[1]), len(self.btime)
         if free >= entries:
-            if free - entries < old // 2 and old >= _PREPARE_FROM and self.next_buffer is None:
+            if free - entries < old // 4 and old >= _PREPARE_FROM and self.next_buffer is None:
                 specs = [((2 * old, *a.shape[1:]), a.dtype, 2 * old) for a in self._pool]
                 self.next_buffer = Prepared(2 * old, partial(_written, specs))
             return
@@ -323,12 +323,13 @@ class KernelStore:
         live and new rows fill at most half of it, else at twice their number or more (a rebuild
         stalls the loop for a pass over both tables, so it is done once, never to count).
 
-        While the table still grows, the next one is made on a thread once half of this one is
-        used (kernel/prepared.py: its first writes were most of a doubling's stall)."""
+        While the table still grows, the next one is made on a thread once 60 % of this one is
+        used (kernel/prepared.py: its first writes were most of a doubling's stall; until the
+        rebuild takes it, it is memory held ahead)."""
         used, size = int(self.meta[0]), len(self.table)
         if used + inserts <= size * 7 // 10:
             growing = self.table_grew and size >= _PREPARE_FROM
-            if growing and self.next_table is None and used + inserts > size // 2:
+            if growing and self.next_table is None and used + inserts > size * 6 // 10:
                 self.next_table = Prepared(2 * size, partial(table.empty_table, 2 * size))
             return
         reached = self.reach()
