@@ -20,7 +20,7 @@ from streamfs.engine.kernel import distinct as table
 from streamfs.engine.kernel.fixed import DIGITS, SCALE, exact_as_float, from_int, representable, to_int
 from streamfs.engine.kernel.keyindex import KeyIndex
 from streamfs.engine.kernel.layout import KernelLayout
-from streamfs.engine.kernel.prepared import Prepared
+from streamfs.engine.kernel.prepared import Prepared, taken
 from streamfs.engine.state import Key, KeyState
 
 _MIN_POOL = 1024
@@ -129,8 +129,7 @@ class KernelStore:
         while size - old + free < entries:
             size *= 2
         extra = size - old
-        prepared, self.next_buffer = self.next_buffer, None
-        made = prepared.take(size) if prepared is not None else None
+        made, self.next_buffer = taken(self.next_buffer, size), None
         into: tuple[np.ndarray | None, ...] = made if made is not None else (None,) * 5
         # (a doubling by np.concatenate stalled the worker's loop 125 ms at 20,000 events/s, where
         # 5 minutes of lateness keeps a growing pool of buffered events: _with_rows says why)
@@ -216,8 +215,8 @@ class KernelStore:
     as calloc gives them (see _grow)."""
 
     def _prepare_rows(self, capacity: int) -> None:
-        """The per-key arrays of `capacity` rows made on a thread (kernel/prepared.py): those
-        `_grow` writes whole written whole, icell and kcell only in the rows it copies."""
+        """The per-key arrays of `capacity` rows made on a thread (kernel/prepared.py), written
+        where `_grow` will write: wholly, except icell and kcell, only in the rows it copies."""
         specs = [((capacity, *a.shape[1:]), a.dtype, capacity) for a in self._written_rows]
         specs += [((capacity, *a.shape[1:]), a.dtype, self.capacity) for a in (self.icell, self.kcell)]
         self.next_rows = Prepared(capacity, partial(_written, specs))
@@ -234,8 +233,7 @@ class KernelStore:
         complete tiles are derived: they start over (cvalid 0: rebuilt when a row needs them,
         as after a restore), in untouched memory."""
         extra = capacity - self.capacity
-        prepared, self.next_rows = self.next_rows, None
-        made = prepared.take(capacity) if prepared is not None else None
+        made, self.next_rows = taken(self.next_rows, capacity), None
         into: tuple[np.ndarray | None, ...] = made if made is not None else (None,) * 11
         maxt, seq, tids, fcell, tot, heads, bhead, btail, dirty, icell, kcell = into
 
@@ -337,8 +335,7 @@ class KernelStore:
         new_size = size
         while new_size < 2 * need:
             new_size *= 2
-        prepared, self.next_table = self.next_table, None
-        fresh = prepared.take(new_size) if prepared is not None else None
+        fresh, self.next_table = taken(self.next_table, new_size), None
         self.table, self.meta = table.rebuild(self.table, self.heads, reached, new_size, fresh)
         self.table_grew = new_size > size
 
