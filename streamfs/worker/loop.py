@@ -170,6 +170,7 @@ class Worker:
         """One turn of the loop: consume a batch, process it, write Redis, commit if due."""
         assert self.reader is not None
         self._finish_background_write(block=False)
+        self.committer.release_written()
         count, runs = self.reader.consume(self.options.batch_size, self.options.poll_timeout_s)
         self.metrics.last_progress.set_to_current_time()
         if count:
