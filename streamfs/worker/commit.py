@@ -153,9 +153,9 @@ class Committer:
         return self._write_parquet(sealed.write)
 
     def release_written(self, limit: int = RELEASE_PER_TURN) -> None:
-        """Free up to `limit` tables of background writes that are done (SealedOutput.release
-        says why a few at each turn of the loop)."""
-        while self._written and self._written[0].release(limit):
+        """Free up to `limit` tables of the oldest background write that is done
+        (SealedOutput.release says why a few at each turn of the loop)."""
+        if self._written and self._written[0].release(limit):
             self._written.pop(0)
 
     def finish(self, reader: KafkaReader | None, *, block: bool) -> bool | None:
