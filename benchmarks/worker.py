@@ -5,6 +5,7 @@
         [--recovery-keys 100000] [--skip-quix]
         [--modes raw-10ms,raw-1000ms,streamfs,quix-tumbling,quix-hopping] [--repeat N]
         [--worker-options '{"backlog_online_interval_s": 0}'] [--only throughput,freshness,recovery]
+        [--stages]
 
 Starts its own embedded broker (Tansu) and Redis. Quix Streams must be installed in the venv
 (`pip install quixstreams`; it is not a streamfs dependency).
@@ -25,13 +26,18 @@ throughput  `--events` payments (pipelines.payments.generate, `--keys` Zipf-popu
             excluded); peak RSS is the process's VmHWM (the parent's). `--repeat N`
             runs each mode N times (alternating) and adds a median row per mode;
             `--worker-options` (JSON) sets WorkerOptions fields of the streamfs and freshness runs.
+            `--stages` adds, under each streamfs run, the thread CPU and wall time per event of
+            the loop's stages and of the Parquet thread (STAGES; nested ones are included in
+            their parents'; the whole run, warm-up and group join included).
 freshness   a fresh broker and Redis; a worker subprocess; payments produced at each steady
             `--rates` (events/s, event time = now) for `--freshness-seconds`; ten times a second
             a probe payment with a unique amount is appended (linger 0, flushed: the time after
             flush is "appended") and a reader polls FeatureClient until the card's amount_last
             shows it. Reported: p50 / p99 / max of appended → readable, with the worker's Redis
             writes coalesced every 250 ms (online_interval_s, fixed) and adaptive (the default).
-            `--freshness-workers N` runs N workers in one group (the warm-up then lasts 15 s).
+            A warm-up first lasts until a probe is answered (a kernel not cached yet compiles
+            then); `--freshness-workers N` runs N workers in one group (the warm-up then lasts
+            15 s at least).
 recovery    `--recovery-keys` cards with 3 payments each through a worker (4 partitions), then
             Worker.recover of every partition timed (a) from the shutdown checkpoint and (b) with
             the checkpoints removed (the whole event archive replayed).
@@ -153,9 +159,46 @@ def run_raw(bootstrap: str, group: str, events: int, backoff_ms: int) -> dict[st
     return result
 
 
+STAGES = {  # --stages: (module, owner or None, attribute) -> the label its thread CPU is added to
+    ("streamfs.worker.loop", "Worker", "step"): "loop turn (Worker.step)",
+    ("streamfs.sources", "KafkaReader", "consume"): "  consume",
+    ("streamfs.worker.datapath", "DataPath", "process_runs"): "  data path",
+    ("streamfs.worker.datapath", None, "decode_salvaging"): "    decode",
+    ("streamfs.engine.view", "ViewEngine", "process_table"): "    engine (process_table)",
+    ("streamfs.worker.online_sync", "OnlineSync", "write"): "  Redis writes",
+    ("streamfs.engine.view", "ViewEngine", "serving_columns"): "    serving states",
+    ("streamfs.worker.commit", "Committer", "_write_sealed"): "Parquet thread (write_sealed)",
+}
+
+
+def account_stages() -> dict[str, list[float]]:
+    """Wrap each STAGES function so its calls add their thread CPU and wall time to its label:
+    where the worker's CPU per event goes (nested labels are included in their parents')."""
+    import importlib
+
+    spent: dict[str, list[float]] = {label: [0.0, 0.0, 0] for label in STAGES.values()}
+    for (module_name, owner_name, attribute), label in STAGES.items():
+        module = importlib.import_module(module_name)
+        owner = getattr(module, owner_name) if owner_name else module
+        function = getattr(owner, attribute)
+
+        def timed(*args: Any, _function: Any = function, _cell: list[float] = spent[label], **kw: Any) -> Any:
+            cpu, wall = time.thread_time(), time.perf_counter()
+            try:
+                return _function(*args, **kw)
+            finally:
+                _cell[0] += time.thread_time() - cpu
+                _cell[1] += time.perf_counter() - wall
+                _cell[2] += 1
+
+        setattr(owner, attribute, timed)
+    return spent
+
+
 def run_streamfs(
     bootstrap: str, redis_url: str, group: str, events: int, data_dir: str, options: dict[str, Any]
-) -> dict[str, float]:
+) -> dict[str, Any]:
+    stages = account_stages() if os.environ.get("STREAMFS_BENCH_STAGES") else None
     settings = Settings(
         kafka_bootstrap=bootstrap, redis_url=redis_url, kafka_dev_broker=True, data_dir=Path(data_dir),
         group_id=group,
@@ -174,7 +217,15 @@ def run_streamfs(
 
     worker.process_runs = timed  # type: ignore[method-assign]
     worker.run()
-    return {**clock.result(sum(worker.commit_log.read().values())), "processed": processed[0]}
+    result: dict[str, Any] = {
+        **clock.result(sum(worker.commit_log.read().values())),
+        "processed": processed[0],
+    }
+    if stages is not None:  # (the whole run: the warm-up and the group join included)
+        result["stages"] = {
+            label: [cpu / events * 1e6, wall / events * 1e6, n] for label, (cpu, wall, n) in stages.items()
+        }
+    return result
 
 
 def run_quix(bootstrap: str, group: str, events: int, state_dir: str, hopping: bool) -> dict[str, float]:
@@ -299,6 +350,8 @@ def throughput(args: argparse.Namespace, tmp: Path) -> None:
                     continue
                 runs[mode].append(r)
                 print_run(mode, r)
+                for label, (cpu, wall, calls) in r.get("stages", {}).items():
+                    print(f"    {label:<32} {cpu:6.2f} µs CPU / event {wall:7.2f} µs wall {calls:>7,} calls")
         if args.repeat > 1:
             print("medians:")
             for mode, results in runs.items():
@@ -510,8 +563,13 @@ def main() -> None:
     parser.add_argument("--only", default="throughput,freshness,recovery")
     parser.add_argument("--repeat", type=int, default=1, help="throughput runs per mode (medians printed)")
     parser.add_argument("--worker-options", default="{}", help="JSON WorkerOptions fields for streamfs runs")
+    parser.add_argument(
+        "--stages", action="store_true", help="throughput: each streamfs run's thread CPU per stage (STAGES)"
+    )
     args = parser.parse_args()
     args.rates = [int(r) for r in args.rates.split(",") if r]
+    if args.stages:
+        os.environ["STREAMFS_BENCH_STAGES"] = "1"  # (read by the streamfs children)
     parts = set(args.only.split(","))
     print(f"CPython {sys.version.split()[0]}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
     with tempfile.TemporaryDirectory(prefix="streamfs-bench-") as tmp:
