@@ -30,7 +30,8 @@ import statistics
 import sys
 import time
 import tracemalloc
-from datetime import datetime
+from datetime import UTC, datetime
+from typing import Any
 
 import pyarrow as pa
 from pydantic import BaseModel
@@ -38,6 +39,7 @@ from pydantic import BaseModel
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from streamfs.definitions import Aggregate, Entity, FeatureView, KafkaSource
+from streamfs.durations import label, to_ms
 from streamfs.engine import ViewEngine
 from streamfs.engine.snapshot import from_json, to_json
 from streamfs.records import Position, SourceEvent
@@ -99,6 +101,59 @@ def events_table(events: list[SourceEvent]) -> pa.Table:
             "offset": pa.array([e.position.offset if e.position else 0 for e in events], pa.int64()),
         }
     )
+
+
+def payments_view(lateness: str | None) -> FeatureView:
+    """The worker benchmark's view (pipelines.payments.card_activity), its source's allowed
+    lateness replaced when one is given."""
+    from pipelines.payments import card_activity
+
+    if lateness is None:
+        return card_activity
+    source = card_activity.source.model_copy(update={"allowed_lateness": to_ms(lateness)})
+    return card_activity.model_copy(update={"source": source})
+
+
+def payments_table(n: int, keys: int) -> pa.Table:
+    """The worker benchmark's stream as archive columns: n payments over `keys` Zipf-popular
+    cards, 1 % of them late (pipelines.payments.generate with the worker benchmark's seed)."""
+    from pipelines.payments import generate
+
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    payments = list(generate(n, keys=keys, start=start, seed=1, late_fraction=0.01))
+    times = [datetime.fromisoformat(p["ts"]) for p in payments]
+    return pa.table(
+        {
+            **{
+                name: [p[name] for p in payments]
+                for name in ("card_id", "merchant_id", "currency", "country")
+            },
+            "amount": pa.array([p["amount"] for p in payments], pa.float64()),
+            "event_time": pa.array(times, pa.timestamp("ms", tz="UTC")),
+            "arrival_time": pa.array(times, pa.timestamp("ms", tz="UTC")),
+            "partition": pa.array([0] * n, pa.int32()),
+            "offset": pa.array(range(n), pa.int64()),
+        }
+    )
+
+
+def time_kernel_calls() -> list[float]:
+    """Time every call of the compiled loop (kernel/batch.process, as kernel/run.py calls it):
+    the returned cell adds up its wall time."""
+    from streamfs.engine.kernel import batch
+
+    spent = [0.0]
+    process = batch.process
+
+    def timed(*args: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return process(*args)
+        finally:
+            spent[0] += time.perf_counter() - started
+
+    batch.process = timed  # type: ignore[assignment]
+    return spent
 
 
 def traced_state(view: FeatureView, events: int, keys: int, batch: int) -> tuple[int, ViewEngine]:
@@ -189,8 +244,15 @@ def main() -> None:
     )
     parser.add_argument(
         "--lateness",
-        default="0s",
-        help="the source's allowed_lateness, e.g. 5m (buffers recent events per key)",
+        default=None,
+        help="the source's allowed_lateness, e.g. 5m (buffers recent events per key); default 0s, "
+        "or the payments source's own 5m with --payments",
+    )
+    parser.add_argument(
+        "--payments",
+        action="store_true",
+        help="the worker's stream and view instead: pipelines.payments.generate (Zipf-popular cards, "
+        "1 %% late) through card_activity (13 features); needs --columnar",
     )
     parser.add_argument(
         "--memory-keys", type=int, default=1_000, help="keys in the tracemalloc run (0: skip)"
@@ -203,20 +265,31 @@ def main() -> None:
     args = parser.parse_args()
     if args.columnar and args.state_only:
         parser.error("--columnar produces rows: drop --state-only")
+    if args.payments and not args.columnar:
+        parser.error("--payments runs the columnar path: add --columnar")
 
-    view = build_view(lateness=args.lateness)
-    events = make_events(args.events, args.keys)
+    events: list[SourceEvent] = []
+    if args.payments:
+        view = payments_view(args.lateness)
+        table = payments_table(args.events, args.keys)
+        stream = "payments stream (pipelines.payments, card_activity)"
+    else:
+        view = build_view(lateness=args.lateness or "0s")
+        events = make_events(args.events, args.keys)
+        stream = "synthetic stream"
     pairs = len(view.features)
     mode = "state only (rows=False)" if args.state_only else "with offline rows"
     if args.columnar:
         mode += ", columnar (process_table: Arrow batches in, an Arrow table of rows out)"
-        table = events_table(events)
+        if not args.payments:
+            table = events_table(events)
         del events[:]  # the columnar run reads the table: 1 M live SourceEvents would only slow
         # the garbage collector's passes, which a worker (no such list) does not pay
     print(
-        f"engine benchmark: {args.events:,} events, {args.keys:,} keys, {pairs} window-aggregation pairs, "
-        f"lateness {args.lateness}, {mode}"
+        f"engine benchmark: {stream}, {args.events:,} events, {args.keys:,} keys, {pairs} window-aggregation "
+        f"pairs, lateness {label(view.source.allowed_lateness)}, {mode}"
     )
+    kernel_time = time_kernel_calls()
     rates = []
     for run in range(args.repeat):
         gc.collect()
@@ -227,6 +300,7 @@ def main() -> None:
         if profiler:
             profiler.enable()
         rows = 0
+        kernel_time[0] = 0.0
         for i in range(0, args.events, args.batch):
             if args.columnar:
                 result = engine.process_table(table.slice(i, args.batch))
@@ -244,6 +318,7 @@ def main() -> None:
             f"  run {run + 1}: {rate:,.0f} events/s, {cpu / args.events * 1e6:.2f} µs CPU/event, "
             f"{rows:,} rows, state RSS +{grown:.0f} MB = {grown * 1e6 / args.keys:,.0f} B/key, "
             f"{grown * 1e6 / args.keys / pairs:,.0f} B per key per pair"
+            + (f", compiled loop {kernel_time[0] / args.events * 1e6:.2f} µs/event" if kernel_time[0] else "")
         )
         if profiler:
             pstats.Stats(profiler).sort_stats("tottime").print_stats(12)
@@ -258,7 +333,7 @@ def main() -> None:
         snapshot_report(view, engine)
         del engine
     del events
-    if args.memory_keys:
+    if args.memory_keys and not args.payments:
         memory_report(args.events, args.keys, args.memory_keys, args.batch)
 
 
