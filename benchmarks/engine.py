@@ -252,7 +252,7 @@ def main() -> None:
         "--payments",
         action="store_true",
         help="the worker's stream and view instead: pipelines.payments.generate (Zipf-popular cards, "
-        "1 %% late) through card_activity (13 features); needs --columnar",
+        "1 %% late) through card_activity (15 features); needs --columnar",
     )
     parser.add_argument(
         "--memory-keys", type=int, default=1_000, help="keys in the tracemalloc run (0: skip)"
