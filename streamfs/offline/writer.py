@@ -312,7 +312,7 @@ class SealedOutput:
                     _write_by_day(table, layout.archive_dir(writer.root, source), partition)
         return fenced
 
-    def release(self, limit: int | None = None) -> bool:
+    def release(self, limit: int) -> bool:
         """Drop the written rows and events, at most `limit` tables (or rows) now; True once
         none is left.
 
@@ -326,7 +326,7 @@ class SealedOutput:
                 group = next(iter(buffers))
                 items = buffers[group]
                 while items:
-                    if limit is not None and freed >= limit:
+                    if freed >= limit:
                         return False
                     items.pop()
                     freed += 1
