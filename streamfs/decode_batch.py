@@ -40,6 +40,7 @@ import pyarrow.compute as pc
 import pyarrow.json as pa_json
 
 from streamfs.decode import Decoder
+from streamfs.decode_flat import FlatScanner
 from streamfs.definitions import KafkaSource
 from streamfs.offline import layout
 from streamfs.records import Position, Rejected
@@ -85,13 +86,14 @@ class BatchDecoder:
         self._fields = fields  # name -> (base type, nullable)
         self._names = list(fields)
         self._read_schema = pa.schema([pa.field(name, _PLAIN[kind]) for name, (kind, _) in fields.items()])
+        forbid_extra = source.schema.model_config.get("extra") == "forbid"
         self._parse = pa_json.ParseOptions(
             explicit_schema=self._read_schema,
-            unexpected_field_behavior="error"
-            if source.schema.model_config.get("extra") == "forbid"
-            else "ignore",
+            unexpected_field_behavior="error" if forbid_extra else "ignore",
             newlines_in_values=False,
         )
+        # most batches: one compiled pass to the columns Arrow's read and cast would give
+        self._scanner = FlatScanner({name: kind for name, (kind, _) in fields.items()}, forbid_extra)
         self._archive = layout.archive_schema(source, "")
 
     @classmethod
@@ -134,26 +136,10 @@ class BatchDecoder:
         if joined.count(b"\n") != count - 1 or b"\r" in joined:
             # a message spanning lines would shift its neighbours
             return Refused(next(i for i, v in enumerate(values) if b"\n" in v or b"\r" in v))  # type: ignore[operator]
-        try:
-            read = self._read(joined)
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-            row = _ERROR_ROW.search(str(exc))  # (one block: the row counts from the batch's start)
-            return Refused(int(row.group(1)) if row and int(row.group(1)) < count else None)
-        if read.num_rows != count:
-            return Refused(None)  # a message holding two JSON values (and so another holding none)
-        columns: dict[str, pa.ChunkedArray] = {}
-        for name, (kind, nullable) in self._fields.items():
-            column = read.column(name)
-            if column.null_count and not nullable:
-                return _first(pc.is_null(column))  # missing or null: pydantic says which, per message
-            if kind is float and column.null_count < count and not pc.all(pc.is_finite(column)).as_py():
-                return _first(pc.invert(pc.fill_null(pc.is_finite(column), True)))
-            if kind is datetime:
-                converted = self._datetimes(name, column)
-                if isinstance(converted, Refused):
-                    return converted
-                column = converted
-            columns[name] = column
+        scanned = self._scanner.scan(joined, count)
+        columns = self._checked(scanned, count) if scanned is not None else self._read_checked(joined, count)
+        if isinstance(columns, Refused):
+            return columns
         stamps = columns[self.source.timestamp_field]
         if stamps.null_count:
             return _first(pc.is_null(stamps))
@@ -172,6 +158,41 @@ class BatchDecoder:
         ]
         arrays += [columns[name] for name in self._names]
         return pa.Table.from_arrays(arrays, schema=self._archive)
+
+    def _checked(
+        self, columns: dict[str, pa.Array | pa.ChunkedArray], count: int
+    ) -> dict[str, pa.Array | pa.ChunkedArray] | Refused:
+        """The scanned columns if no required value is missing or null (datetimes are converted
+        already; floats are finite: the scanner reads no infinity)."""
+        for name, (_kind, nullable) in self._fields.items():
+            column = columns[name]
+            if column.null_count and not nullable:
+                return _first(pc.is_null(column))  # missing or null: pydantic says which, per message
+        return columns
+
+    def _read_checked(self, joined: bytes, count: int) -> dict[str, pa.Array | pa.ChunkedArray] | Refused:
+        """The batch's columns read by Arrow, datetimes converted, unless a check refuses them."""
+        try:
+            read = self._read(joined)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+            row = _ERROR_ROW.search(str(exc))  # (one block: the row counts from the batch's start)
+            return Refused(int(row.group(1)) if row and int(row.group(1)) < count else None)
+        if read.num_rows != count:
+            return Refused(None)  # a message holding two JSON values (and so another holding none)
+        columns: dict[str, pa.Array | pa.ChunkedArray] = {}
+        for name, (kind, nullable) in self._fields.items():
+            column = read.column(name)
+            if column.null_count and not nullable:
+                return _first(pc.is_null(column))  # missing or null: pydantic says which, per message
+            if kind is float and column.null_count < count and not pc.all(pc.is_finite(column)).as_py():
+                return _first(pc.invert(pc.fill_null(pc.is_finite(column), True)))
+            if kind is datetime:
+                converted = self._datetimes(name, column)
+                if isinstance(converted, Refused):
+                    return converted
+                column = converted
+            columns[name] = column
+        return columns
 
     def _read(self, joined: bytes) -> pa.Table:
         """Arrow's JSON reader over newline-joined messages, in one block on this thread, whose
@@ -318,5 +339,7 @@ def _base(annotation: Any) -> tuple[Any, bool]:
 
 def warm_up() -> None:
     """Do what the first bulk decode would otherwise do in the loop: pyarrow imports its time
-    zone support on the first cast of a zoned timestamp column (~170 ms here)."""
+    zone support on the first cast of a zoned timestamp column (~170 ms here), and the compiled
+    scanner is loaded from numba's cache (or compiled, the first time on a machine)."""
     pa.array([0], pa.timestamp("us", tz="UTC")).cast(pa.int64())
+    FlatScanner({"t": str}, forbid_extra=False).scan(b'{"t":"x"}', 1)
