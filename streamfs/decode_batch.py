@@ -129,14 +129,19 @@ class BatchDecoder:
         if count == 0:
             return Refused(None)
         limit = self.source.max_message_bytes
-        for index, value in enumerate(values):
-            if not value or len(value) > limit or value.isspace():
-                return Refused(index)
-        joined = b"\n".join(values)  # type: ignore[arg-type]  # (None was ruled out above)
-        if joined.count(b"\n") != count - 1 or b"\r" in joined:
-            # a message spanning lines would shift its neighbours
-            return Refused(next(i for i, v in enumerate(values) if b"\n" in v or b"\r" in v))  # type: ignore[operator]
-        scanned = self._scanner.scan(joined, count)
+        scanned = None
+        if None not in values:  # the scanner first: it checks each message's size and shape itself
+            joined = b"\n".join(values)  # type: ignore[arg-type]  # (no None)
+            if joined.count(b"\n") == count - 1 and b"\r" not in joined:
+                scanned = self._scanner.scan(joined, count, limit)
+        if scanned is None:  # Arrow's path, whose checks name the first record they refuse
+            for index, value in enumerate(values):
+                if not value or len(value) > limit or value.isspace():
+                    return Refused(index)
+            joined = b"\n".join(values)  # type: ignore[arg-type]  # (None was ruled out above)
+            if joined.count(b"\n") != count - 1 or b"\r" in joined:
+                # a message spanning lines would shift its neighbours
+                return Refused(next(i for i, v in enumerate(values) if b"\n" in v or b"\r" in v))  # type: ignore[operator]
         columns = self._checked(scanned, count) if scanned is not None else self._read_checked(joined, count)
         if isinstance(columns, Refused):
             return columns
@@ -342,4 +347,4 @@ def warm_up() -> None:
     zone support on the first cast of a zoned timestamp column (~170 ms here), and the compiled
     scanner is loaded from numba's cache (or compiled, the first time on a machine)."""
     pa.array([0], pa.timestamp("us", tz="UTC")).cast(pa.int64())
-    FlatScanner({"t": str}, forbid_extra=False).scan(b'{"t":"x"}', 1)
+    FlatScanner({"t": str}, forbid_extra=False).scan(b'{"t":"x"}', 1, 100)

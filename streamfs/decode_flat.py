@@ -249,13 +249,15 @@ def scan(  # type: ignore[no-untyped-def]
     name_offsets,
     kinds,
     forbid_extra,
+    limit,
     state,
     ints,
     floats,
     starts,
     ends,
 ):
-    """Scan `count` newline-separated flat JSON objects in data (uint8). Per field f and message
+    """Scan `count` newline-separated flat JSON objects of at most `limit` bytes each in data
+    (uint8; an empty or blank message is not an object: given up on). Per field f and message
     r: state[f, r] (MISSING, NULL, VALUE) and the value in ints (int, bool, datetime µs), floats,
     or starts/ends (a string's bytes). Returns -1 when every message was taken, else the first
     message it gave up on (the batch is then Arrow's)."""
@@ -266,6 +268,7 @@ def scan(  # type: ignore[no-untyped-def]
     i = 0
     end = size  # (no token crosses a newline: strings end at control bytes, the rest at non-digits)
     for r in range(count):
+        line = i
         i = _skip_space(data, i, end)
         if i >= end or data[i] != _OPEN:
             return r
@@ -359,6 +362,8 @@ def scan(  # type: ignore[no-untyped-def]
                     break
                 return r
         i = _skip_space(data, i, end)
+        if i - line > limit:
+            return r  # oversized (the batch's checks then say so)
         if r == count - 1:
             return -1 if i == size else r  # (more after the last object: another line, or not JSON)
         if i >= size or data[i] != _NEWLINE:
@@ -392,9 +397,10 @@ class FlatScanner:
         self._name_offsets = np.cumsum([0, *map(len, encoded)]).astype(np.int64)
         self.forbid_extra = forbid_extra
 
-    def scan(self, joined: bytes, count: int) -> dict[str, pa.Array] | None:
+    def scan(self, joined: bytes, count: int, limit: int) -> dict[str, pa.Array] | None:
         """The columns of `count` newline-joined messages (datetimes as UTC µs timestamps), or
-        None if the batch is not all of the simple shape this takes."""
+        None if the batch is not all of the simple shape this takes or has a message of over
+        `limit` bytes."""
         if not self._usable or count == 0:
             return None
         fields = len(self.names)
@@ -405,7 +411,7 @@ class FlatScanner:
         starts = np.zeros((fields, count), np.int64)
         ends = np.zeros((fields, count), np.int64)
         gave_up = scan(
-            data, count, self._names, self._name_offsets, self.kinds, self.forbid_extra,
+            data, count, self._names, self._name_offsets, self.kinds, self.forbid_extra, limit,
             state, ints, floats, starts, ends,
         )  # fmt: skip
         if gave_up >= 0:

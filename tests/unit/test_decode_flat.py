@@ -69,7 +69,7 @@ def scanned_or_none(values: list[bytes], source: KafkaSource = SOURCE) -> dict[s
     follow, for a required value missing or null, to Arrow's refusal)."""
     batch = decoder(source)
     joined = b"\n".join(values)
-    scanned = batch._scanner.scan(joined, len(values))
+    scanned = batch._scanner.scan(joined, len(values), source.max_message_bytes)
     if scanned is None:
         return None
     arrow = batch._read_checked(joined, len(values))
@@ -209,7 +209,20 @@ GOOD = '"card": "c1", "amount": 12.5, "n": 3, "ok": true, "ts": "2024-03-01T10:0
 def test_what_the_scanner_leaves_to_arrow(text: str) -> None:
     batch = decoder()
     values = [("{" + GOOD + "}").encode(), text.encode()]
-    assert batch._scanner.scan(b"\n".join(values), 2) is None
+    assert batch._scanner.scan(b"\n".join(values), 2, 1_000) is None
+
+
+@pytest.mark.parametrize("text", ["", "   ", "\t"])
+def test_empty_and_blank_messages_are_left_to_arrow(text: str) -> None:
+    values = [("{" + GOOD + "}").encode(), text.encode()]
+    assert decoder()._scanner.scan(b"\n".join(values), 2, 1_000) is None
+
+
+def test_a_message_over_the_size_limit_is_left_to_arrow() -> None:
+    message = (" {" + GOOD + "} ").encode()
+    scanner = decoder()._scanner
+    assert scanner.scan(message + b"\n" + message, 2, len(message)) is not None
+    assert scanner.scan(message + b"\n" + message, 2, len(message) - 1) is None
 
 
 def test_values_taken_exactly() -> None:
