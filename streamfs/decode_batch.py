@@ -148,7 +148,9 @@ class BatchDecoder:
         stamps = columns[self.source.timestamp_field]
         if stamps.null_count:
             return _first(pc.is_null(stamps))
-        times = stamps.cast(pa.int64()).to_numpy()
+        times = (
+            stamps.view(pa.int64()) if isinstance(stamps, pa.Array) else stamps.cast(pa.int64())
+        ).to_numpy()
         event_times = np.floor_divide(times, 1000)  # µs to ms, floor (as the per-message path)
         arrival = np.asarray(arrivals, dtype=np.int64)
         if self.source.max_future is not None:
@@ -158,8 +160,8 @@ class BatchDecoder:
         arrays: list[pa.Array | pa.ChunkedArray] = [
             *layout.topic_partition_columns(topic, partition, count),
             pa.array(np.asarray(offsets, dtype=np.int64)),
-            pa.array(arrival).cast(layout.TIMESTAMP),
-            pa.array(event_times).cast(layout.TIMESTAMP),
+            pa.array(arrival, pa.int64()).view(layout.TIMESTAMP),  # (views: a cast costs ~15 µs a call)
+            pa.array(event_times, pa.int64()).view(layout.TIMESTAMP),
         ]
         arrays += [columns[name] for name in self._names]
         return pa.Table.from_arrays(arrays, schema=self._archive)

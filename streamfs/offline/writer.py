@@ -145,7 +145,7 @@ class OfflineWriter:
         topic_column, partition_column = layout.topic_partition_columns(topic, partition, count)
         constant = {"topic": topic_column, "partition": partition_column}
         arrays = [
-            constant[field.name] if field.name in constant else rows.column(field.name).cast(field.type)
+            constant[field.name] if field.name in constant else _as_type(rows.column(field.name), field.type)
             for field in schema
         ]
         self._row_tables.setdefault((view_name, topic, partition), []).append(
@@ -412,6 +412,12 @@ def write_atomic(table: pa.Table, path: Path) -> None:
         pq.write_table(
             table, str(temp), compression=COMPRESSION, use_dictionary=dictionary_columns(table.schema)
         )
+
+
+def _as_type(column: pa.ChunkedArray, kind: pa.DataType) -> pa.ChunkedArray:
+    """The column as `kind`: a cast only where the type differs (pyarrow's cast costs ~15 µs per
+    call even to the same type, ~0.3 ms per rows table of the payments view)."""
+    return column if column.type == kind else column.cast(kind)
 
 
 def dictionary_columns(schema: pa.Schema) -> list[str]:

@@ -24,8 +24,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from streamfs.deadletter import DeadLetterWriter
 from streamfs.decode import Decoder
@@ -157,7 +157,7 @@ class DataPath:
             rows = result.rows
             self.offline.add_row_table(engine.name, topic, partition, rows)
             if rows.num_rows:
-                newest = int(np.max(rows.column("event_time").cast(pa.int64()).to_numpy()))
+                newest = pc.max(rows.column("event_time")).value  # (a cast costs ~15 µs a call)
                 self.online.processed(engine.name, newest)
             metrics.accepted.labels(engine.name).inc(rows.num_rows)
             if len(result.rejected):
