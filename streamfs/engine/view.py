@@ -203,8 +203,9 @@ class ViewEngine:
         rows = table.select(names)
         if not accepted.all():  # (filtering copies every column: only when some were too late)
             rows = rows.filter(pa.array(accepted))
-        for name, array in zip(self.feature_names, out.row_arrays, strict=True):
-            rows = rows.append_column(name, array)
+        rows = pa.Table.from_arrays(  # (one table: 15 append_column calls cost ~40 µs a batch)
+            [*rows.columns, *out.row_arrays], names=[*rows.column_names, *self.feature_names]
+        )
         rejected = np.flatnonzero(~accepted)
         return TableResult(rows, rejected, out.newest[rejected])
 

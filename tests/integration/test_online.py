@@ -429,3 +429,23 @@ def test_keys_are_hash_tagged_per_entity(redis_client: redis.Redis, namespace: s
             for v in ("card_activity", "card_slow")
         ),
     ]
+
+
+def test_set_replies_are_read_from_the_hiredis_reader_in_bulk(
+    redis_client: redis.Redis, namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not one redis-py read_response per SET (~1.5 µs of Python each): the writer takes the
+    replies straight from the hiredis reader. A redis-py upgrade that moves its internals
+    falls back to the slow path; this says so."""
+    engine = ViewEngine(card_view(ttl=10_000))
+    engine.process(STREAM)
+    writer = OnlineWriter(redis_client, [engine], namespace=namespace)
+    writer.register()
+
+    def one_by_one(*args: object, **kwargs: object) -> object:
+        raise AssertionError("SET replies read one by one")
+
+    monkeypatch.setattr(redis.connection.Connection, "read_response", one_by_one)
+    assert writer.write(engine, engine.keys()) == 2
+    monkeypatch.undo()
+    assert redis_client.get(entry_key(namespace, "card", "a", "card_activity")) is not None
