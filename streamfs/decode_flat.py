@@ -417,8 +417,8 @@ class FlatScanner:
         if gave_up >= 0:
             return None
         columns: dict[str, pa.Array] = {}
-        # (each column gets its own copy: a view would keep every field's row alive with it, for
-        # as long as the offline writer buffers the table: +70-80 MB of peak RSS in the worker)
+        # (each column gets its own copy: a view would keep the whole batch's ints or floats alive,
+        # every field's, for as long as the offline writer buffers the table)
         for f, name in enumerate(self.names):
             present = state[f] == VALUE
             validity = None if present.all() else pa.py_buffer(np.packbits(present, bitorder="little"))
