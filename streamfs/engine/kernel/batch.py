@@ -237,9 +237,11 @@ def _expire(
 ) -> None:
     """Drop the ring tiles older than the first tile the window at the watermark reaches.
 
-    `before` is the watermark the key's tiles were last expired at (UNSEEN: never): a group
-    whose first tile is the same at both has nothing to drop (no tile older than it was kept
-    or settled since), so its ring is not scanned; most events of a busy key are such."""
+    `before` is the watermark the key's tiles were last expired at (UNSEEN: never): no ring
+    tile is older than the first tile at `before` (none older was kept or settled since), so
+    only the tiles from that one up to the new first can be dropped, and only their ring
+    positions are looked at (a sparse key's 1 h ring of 5 min tiles: ~3 of 13); a group whose
+    first tile is the same at both has nothing to drop, as for most events of a busy key."""
     tids, icell, tot = state[2], state[3], state[6]
     for g in range(groups.shape[0]):
         hop = groups[g, 0]
@@ -253,8 +255,10 @@ def _expire(
             groups[g, 9],
         )
         first = watermark // hop - (ring - 1)
+        old_first = before // hop - (ring - 1) if before != UNSEEN else first - ring
         expired = False
-        for r in range(ring):
+        for position in range(max(old_first, first - ring), first):
+            r = position % ring
             tile = tids[slot, tid_off + r]
             if tile != EMPTY_TILE and tile < first:
                 base = i_off + r * ni
