@@ -216,7 +216,7 @@ def read_additive(
     return True
 
 
-@unmanaged
+@numba.njit(cache=True, inline="always")  # (small, and called per expired group: a call cost more)
 def normalize_sums(ops: np.ndarray, g: int, cells: np.ndarray, at: int) -> None:
     """Propagate the carries of group g's exact sums in cells[at:] (after digit-wise +/-)."""
     for o in range(ops.shape[0]):
@@ -806,7 +806,7 @@ def process(  # type: ignore[no-untyped-def]
                     cvalid[slot] = 1
             else:
                 if moved:
-                    _expire(slot, before, maxt[slot], complete, groups, ops)
+                    _expire_inline(slot, before, maxt[slot], complete, groups, ops)
                 _settle(
                     slot, t, seq[slot], maxt[slot], values[i], ids[i], complete, distinct, groups, ops,
                     fields, table.COMPLETE, places, found,
