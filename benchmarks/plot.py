@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import sys
+import textwrap
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,9 +97,13 @@ def bar_chart(rows: list[dict[str, str]], chart: BarChart) -> Path | None:
     if not values:
         return None
     runs = list(values)
-    fig, ax = plt.subplots(figsize=(8, 0.5 * len(runs) + 1.4))
+    # Run names are sentences: wrapped, so tight_layout can fit them beside the bars (unwrapped,
+    # the longest pushed the others' starts off the figure).
+    labels = ["\n".join(textwrap.wrap(run, 50)) for run in runs]
+    lines = sum(label.count("\n") + 1 for label in labels)
+    fig, ax = plt.subplots(figsize=(10, 0.28 * lines + 0.2 * len(runs) + 1.4))
     bars = ax.barh(
-        runs,
+        labels,
         [values[r] for r in runs],
         color=["#d9822b" if r.startswith(("streamfs", "2 streamfs")) else "#7a8fa6" for r in runs],
     )
