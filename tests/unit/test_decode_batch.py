@@ -14,6 +14,7 @@ from typing import Annotated, Any
 
 import orjson
 import pytest
+from decode_schemas import Pay
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
@@ -24,17 +25,6 @@ from streamfs.definitions import Aggregate, Entity, FeatureView, KafkaSource
 from streamfs.offline import OfflineWriter
 from streamfs.offline.scan import events_from_table
 from streamfs.records import Position, Rejected, SourceEvent
-
-
-class Pay(BaseModel):
-    card: str
-    amount: float
-    n: int
-    ok: bool
-    note: str | None = None
-    at: datetime | None = None
-    ts: datetime
-
 
 SOURCE = KafkaSource("pays", topic="pays", schema=Pay, timestamp_field="ts", max_message_bytes=2_000)
 VIEW = FeatureView(

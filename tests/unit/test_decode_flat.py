@@ -15,6 +15,7 @@ import numpy as np
 import orjson
 import pyarrow as pa
 import pytest
+from decode_schemas import Pay
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel, ConfigDict
@@ -22,16 +23,6 @@ from pydantic import BaseModel, ConfigDict
 from pipelines import payments
 from streamfs.decode_batch import BatchDecoder, Refused
 from streamfs.definitions import KafkaSource
-
-
-class Pay(BaseModel):
-    card: str
-    amount: float
-    n: int
-    ok: bool
-    note: str | None = None
-    at: datetime | None = None
-    ts: datetime
 
 
 class Strict(BaseModel):
