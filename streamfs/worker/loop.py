@@ -277,11 +277,16 @@ class Worker:
             self.reader.resume()
 
     def _idle(self, seconds: float) -> None:
-        """Wait while keeping the group membership alive (consume on paused partitions returns nothing)."""
+        """Wait while keeping the group membership alive. Consumption is paused, but a record
+        librdkafka had already queued may still come back here: it is not processed now, so its
+        partition is sought back to it and fetches it again after the resume (dropping it would
+        lose it, since the records after it move the partition's position past it)."""
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
             if self.reader is not None:
-                self.reader.consume(1, min(0.1, max(0.0, deadline - time.monotonic())))
+                _count, runs = self.reader.consume(1, min(0.1, max(0.0, deadline - time.monotonic())))
+                for run in runs:
+                    self.reader.seek((run.topic, run.partition), min(run.offsets))
             else:
                 time.sleep(min(0.1, seconds))
 
