@@ -12,6 +12,7 @@ import re
 import signal
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -231,4 +232,45 @@ def test_load_100k_events_exact(topic_factory: Any, settings: Settings) -> None:
     print(f"\n100k events through one worker: {wall:.1f} s wall, {len(events) / wall:,.0f} events/s, "
           f"{cpu / len(events) * 1e6:.0f} µs CPU per event (includes the ~3 s group join)")  # fmt: skip
     assert sum(committed_offsets(settings, pipe.TOPIC, 4).values()) == len(events)
+    assert_outputs_exact(pipe, settings, total=len(events))
+
+
+class _IdlesAfterFirstBatch(Worker):
+    """A worker that, after its first batch, waits for Redis the way OnlineSync.write does.
+
+    The first wait has its partitions not paused: that is the state after an assignment made
+    while the worker was paused for Redis (a rebalance callback during `_idle`), when librdkafka
+    hands queued records to the waiting loop. The second is the ordinary paused wait.
+    """
+
+    waited = False
+
+    def step(self) -> int:
+        count = super().step()
+        if count and not self.waited:
+            self.waited = True
+            self._idle(1.0)
+            self._pause()
+            self._idle(0.5)
+            self._resume()
+        return count
+
+
+def test_records_consumed_while_waiting_for_redis_are_fetched_again(
+    topic_factory: Any, settings: Settings
+) -> None:
+    pipe = load_pipe(topic_factory(2, prefix="idle"))
+    events = list(pipe.generate(12_000, seed=12))
+    produce(pipe, settings, events)
+    options = WorkerOptions(until_caught_up=True, serve_metrics=False, batch_size=500)
+    worker = _IdlesAfterFirstBatch(Pipeline(pipe.VIEWS), settings, options)
+    # A record lost in the wait leaves its partition short of the end forever: stop, then fail.
+    deadline = threading.Timer(90, worker.request_stop)
+    deadline.start()
+    try:
+        assert worker.run() == 0
+    finally:
+        deadline.cancel()
+    assert worker.waited
+    assert sum(committed_offsets(settings, pipe.TOPIC, 2).values()) == len(events)
     assert_outputs_exact(pipe, settings, total=len(events))
