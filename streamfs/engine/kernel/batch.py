@@ -46,6 +46,9 @@ UNSEEN = np.iinfo(np.int64).min
 AHEAD = 2
 """process prefetches the state of the event this many events ahead (prefetch.py): memory
 answers while the events before it run (~1 µs each); 2 measured better than 1, 3 and 8."""
+SETTLING_AHEAD = 2
+"""_prefetch_settling looks at most this many buffered events ahead (an in-order stream
+settles about one per event)."""
 EMPTY_TILE = np.iinfo(np.int64).min
 NOT_LOOKED_UP = -2
 """_settle's `found` scratch: the field's value was not looked up yet for this event."""
@@ -654,6 +657,74 @@ def _prefetch_expiring(slot: int, t: int, lateness: int, tiles: tuple, groups: n
 
 
 @numba.njit(cache=True, inline="always")
+def _prefetch_settling(
+    slot: int,
+    t: int,
+    lateness: int,
+    state: tuple,  # type: ignore[type-arg]
+    distinct: tuple,  # type: ignore[type-arg]
+    buffer: tuple,  # type: ignore[type-arg]
+    ops: np.ndarray,
+    groups: np.ndarray,
+    fields: int,
+) -> None:
+    """What an event of `slot` at `t` will settle from the key's buffer (the events its
+    watermark passes, at most SETTLING_AHEAD of them): their tiles' cells and their
+    count_distinct rows, last touched when the events arrived, lateness ago (with 5 min of
+    lateness, most of an in-order stream settles this way, a second wait per event). Reads
+    the buffer's head entries, which the event before asked for."""
+    maxt, tids, icell = state[0], state[2], state[3]
+    before = maxt[slot]
+    if before == UNSEEN or t <= before:
+        return  # the watermark does not move: nothing settles
+    btime, bnext, bvals, bids, bhead = buffer[0], buffer[2], buffer[3], buffer[4], buffer[5]
+    dtable = distinct[0]
+    watermark = t - lateness
+    e = bhead[slot]
+    for _ in range(SETTLING_AHEAD):
+        if e == -1 or btime[e] > watermark:
+            return
+        bt = btime[e]
+        if bvals.shape[1]:
+            prefetch_cells(bvals, e, 0, bvals.shape[1])
+        for g in range(groups.shape[0]):
+            hop, ring, tid_off = groups[g, 0], groups[g, 1], groups[g, 2]
+            if hop == 0:
+                continue
+            i_off, ni = groups[g, 3], groups[g, 4]
+            r = (bt // hop) % ring
+            if tids[slot, tid_off + r] == bt // hop:
+                prefetch_cells(icell, slot, i_off + r * ni, ni)
+        for o in range(ops.shape[0]):
+            if ops[o, 0] == OP_DISTINCT:
+                column = ops[o, 2]
+                vid = bids[e, column]
+                if vid >= 0:
+                    prefetch(dtable, table.first_probe(dtable, table.packed(slot, column, fields, vid)), 0)
+        e = bnext[e]
+
+
+@numba.njit(cache=True, inline="always")
+def _prefetch_free(buffer: tuple) -> None:  # type: ignore[type-arg]
+    """The buffer pool entries the next two pushes take off the free list (each an entry freed
+    long ago, so its lines are cold): the head's were asked for one push earlier, when it was
+    second, so reading its link here does not wait."""
+    btime, bseq, bnext, bvals, bids, bmeta = buffer[0], buffer[1], buffer[2], buffer[3], buffer[4], buffer[6]
+    e = bmeta[0]
+    for _ in range(2):
+        if e == -1:
+            return
+        prefetch_item(btime, e)
+        prefetch_item(bseq, e)
+        prefetch_item(bnext, e)
+        if bvals.shape[1]:
+            prefetch_cells(bvals, e, 0, bvals.shape[1])
+        if bids.shape[1]:
+            prefetch_cells(bids, e, 0, bids.shape[1])
+        e = bnext[e]
+
+
+@numba.njit(cache=True, inline="always")
 def _prefetch_event(
     slot: int,
     t: int,
@@ -678,13 +749,14 @@ def _prefetch_event(
         prefetch_item(buffer[5], slot)  # bhead
         if cvalid[slot] != 0:
             _prefetch_tiles(slot, t, complete, groups, whole_kcell)
-    dtable = distinct[0]
+    dtable, heads = distinct[0], distinct[1]
     for o in range(ops.shape[0]):  # (a field under several features: the same line again, free)
         if ops[o, 0] == OP_DISTINCT:
             column = ops[o, 2]
             vid = row_ids[column]
             if vid >= 0:
                 prefetch(dtable, table.first_probe(dtable, table.packed(slot, column, fields, vid)), 0)
+                prefetch(heads, slot, column)  # (read when the value is new to the key)
 
 
 @unmanaged
@@ -754,6 +826,11 @@ def process(  # type: ignore[no-untyped-def]
             )  # fmt: skip
         if i + 1 < len(times):
             _prefetch_expiring(slots[i + 1], times[i + 1], lateness, state, groups)
+            if lateness:
+                _prefetch_settling(
+                    slots[i + 1], times[i + 1], lateness, state, distinct, buffer, ops, groups, fields
+                )
+                _prefetch_free(buffer)
         slot = slots[i]
         t = times[i]
         newest[i] = maxt[slot]
