@@ -47,7 +47,7 @@ AHEAD = 2
 """process prefetches the state of the event this many events ahead (prefetch.py): memory
 answers while the events before it run (~1 µs each); 2 measured better than 1, 3 and 8."""
 SETTLING_AHEAD = 2
-"""_prefetch_settling looks at most this many buffered events ahead (an in-order stream
+"""_prefetch_buffered looks at most this many buffered events ahead (an in-order stream
 settles about one per event)."""
 EMPTY_TILE = np.iinfo(np.int64).min
 NOT_LOOKED_UP = -2
@@ -657,50 +657,67 @@ def _prefetch_expiring(slot: int, t: int, lateness: int, tiles: tuple, groups: n
 
 
 @numba.njit(cache=True, inline="always")
-def _prefetch_settling(
+def _prefetch_distinct_row(dtable: np.ndarray, key: int) -> None:
+    """The line of the count_distinct row `key` hashes to, and the next (a probe that passes
+    the first row reads on, two rows per line)."""
+    h = table.first_probe(dtable, key)
+    prefetch(dtable, h, 0)
+    prefetch(dtable, ((h | 1) + 1) & (len(dtable) - 1), 0)
+
+
+@numba.njit(cache=True, inline="always")
+def _prefetch_buffered(
     slot: int,
     t: int,
     lateness: int,
     state: tuple,  # type: ignore[type-arg]
     distinct: tuple,  # type: ignore[type-arg]
     buffer: tuple,  # type: ignore[type-arg]
+    cvalid: np.ndarray,
     ops: np.ndarray,
     groups: np.ndarray,
     fields: int,
 ) -> None:
-    """What an event of `slot` at `t` will settle from the key's buffer (the events its
-    watermark passes, at most SETTLING_AHEAD of them): their tiles' cells and their
-    count_distinct rows, last touched when the events arrived, lateness ago (with 5 min of
-    lateness, most of an in-order stream settles this way, a second wait per event). Reads
-    the buffer's head entries, which the event before asked for."""
+    """What an event of `slot` at `t` will touch in the key's buffer, last touched when those
+    events arrived (with 5 min of lateness, most of an in-order stream is buffered): the
+    entries its watermark passes, which settle (at most SETTLING_AHEAD: their values, tiles
+    and count_distinct rows), and, when its row reads the buffer (no complete tiles), the
+    values and count_distinct rows of the first COMPLETE_AT entries, which the row reads.
+    Reads the buffer's entries as it walks them: the event before asked for the head."""
     maxt, tids, icell = state[0], state[2], state[3]
     before = maxt[slot]
-    if before == UNSEEN or t <= before:
-        return  # the watermark does not move: nothing settles
+    moving = before != UNSEEN and t > before
+    reads_buffer = cvalid[slot] == 0
+    if not moving and not reads_buffer:
+        return
     btime, bnext, bvals, bids, bhead = buffer[0], buffer[2], buffer[3], buffer[4], buffer[5]
     dtable = distinct[0]
     watermark = t - lateness
     e = bhead[slot]
-    for _ in range(SETTLING_AHEAD):
-        if e == -1 or btime[e] > watermark:
+    for _ in range(COMPLETE_AT if reads_buffer else SETTLING_AHEAD):
+        if e == -1:
             return
         bt = btime[e]
+        settles = moving and bt <= watermark
+        if not settles and not reads_buffer:
+            return
         if bvals.shape[1]:
             prefetch_cells(bvals, e, 0, bvals.shape[1])
-        for g in range(groups.shape[0]):
-            hop, ring, tid_off = groups[g, 0], groups[g, 1], groups[g, 2]
-            if hop == 0:
-                continue
-            i_off, ni = groups[g, 3], groups[g, 4]
-            r = (bt // hop) % ring
-            if tids[slot, tid_off + r] == bt // hop:
-                prefetch_cells(icell, slot, i_off + r * ni, ni)
+        if settles:
+            for g in range(groups.shape[0]):
+                hop, ring, tid_off = groups[g, 0], groups[g, 1], groups[g, 2]
+                if hop == 0:
+                    continue
+                i_off, ni = groups[g, 3], groups[g, 4]
+                r = (bt // hop) % ring
+                if tids[slot, tid_off + r] == bt // hop:
+                    prefetch_cells(icell, slot, i_off + r * ni, ni)
         for o in range(ops.shape[0]):
             if ops[o, 0] == OP_DISTINCT:
                 column = ops[o, 2]
                 vid = bids[e, column]
                 if vid >= 0:
-                    prefetch(dtable, table.first_probe(dtable, table.packed(slot, column, fields, vid)), 0)
+                    _prefetch_distinct_row(dtable, table.packed(slot, column, fields, vid))
         e = bnext[e]
 
 
@@ -755,7 +772,7 @@ def _prefetch_event(
             column = ops[o, 2]
             vid = row_ids[column]
             if vid >= 0:
-                prefetch(dtable, table.first_probe(dtable, table.packed(slot, column, fields, vid)), 0)
+                _prefetch_distinct_row(dtable, table.packed(slot, column, fields, vid))
                 prefetch(heads, slot, column)  # (read when the value is new to the key)
 
 
@@ -827,8 +844,8 @@ def process(  # type: ignore[no-untyped-def]
         if i + 1 < len(times):
             _prefetch_expiring(slots[i + 1], times[i + 1], lateness, state, groups)
             if lateness:
-                _prefetch_settling(
-                    slots[i + 1], times[i + 1], lateness, state, distinct, buffer, ops, groups, fields
+                _prefetch_buffered(
+                    slots[i + 1], times[i + 1], lateness, state, distinct, buffer, cvalid, ops, groups, fields
                 )
                 _prefetch_free(buffer)
         slot = slots[i]
