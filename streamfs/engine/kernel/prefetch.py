@@ -5,8 +5,9 @@ CPU caches, so each event's first touch of its key's rows waits on memory: batch
 ~1.0 µs per event with 10,000 keys and ~0.45 µs with 100 on the same stream (2026-12-04). The
 loop knows the keys and times of the events to come, so it asks the memory system for the
 cache lines a later event will touch (its tile ids, totals, the current tiles' cells, its
-count_distinct probes; one event ahead, the cells of the tiles it will expire) while the
-current one is worked on. A prefetch is a hint: it never
+count_distinct probes; one event ahead, the cells of the tiles it will expire and, with
+allowed lateness, the buffered events it will settle or read and the free buffer entries it
+will take) while the current one is worked on. A prefetch is a hint: it never
 faults and changes no value, so results cannot depend on it.
 """
 
