@@ -688,3 +688,23 @@ def test_string_keys_and_values_found_by_their_bytes_match_the_python_engine() -
     run(batch(10_000, 2000, partition=1))  # partition 0's rows now hold partition 1's new keys
     run(batch(12_000, 2000, partition=0), sliced=True)  # partition 0 again: from scratch
     assert_same_state(columnar, rows)
+
+
+def test_key_index_adds_a_batch_of_strings_at_once() -> None:
+    """KeyIndex.add_strings: the chosen rows of an Arrow string array are found by their bytes
+    afterwards (past several growths of every array in one call); the other rows are not."""
+    from streamfs.engine.kernel.keyindex import EMPTY, KeyIndex
+
+    strings = pa.array([f"key-{i}" * (1 + i % 7) for i in range(5000)] + ["", "é"])
+    offsets = np.frombuffer(strings.buffers()[1], np.int32).astype(np.int64)
+    data = np.frombuffer(strings.buffers()[2], np.uint8)
+    index = KeyIndex()
+    index.add(strings[1].as_py().encode(), 77)  # one by one, then in bulk
+    chosen = np.array([i for i in range(len(strings)) if i % 3 == 0 and i != 1], np.int64)
+    index.add_strings(offsets, data, chosen, 1000 + chosen)
+    found = index.lookup(offsets, data)
+    expected = np.full(len(strings), EMPTY, np.int64)
+    expected[chosen] = 1000 + chosen
+    expected[1] = 77
+    assert np.array_equal(found, expected)
+    assert index.count == len(chosen) + 1

@@ -154,19 +154,25 @@ def _by_bytes(index: KeyIndex, strings: pa.Array, resolve: Callable[[str], int])
     offsets_type = np.int32 if strings.type == pa.string() else np.int64
     offsets = np.frombuffer(offsets_buffer, offsets_type)[strings.offset : strings.offset + len(strings) + 1]
     data = np.frombuffer(data_buffer, np.uint8) if data_buffer is not None else np.zeros(0, np.uint8)
-    numbers = index.lookup(offsets.astype(np.int64, copy=False), data)
+    offsets = offsets.astype(np.int64, copy=False)
+    numbers = index.lookup(offsets, data)
     unknown = numbers < 0
     if strings.null_count:
         unknown &= np.asarray(strings.is_valid().to_numpy(zero_copy_only=False), dtype=np.bool_)
     rows = np.flatnonzero(unknown)
     if len(rows):
         added: dict[str, int] = {}
+        first_rows: list[int] = []  # each new string's first row, in the order added
+        found = []
         for row, value in zip(rows.tolist(), strings.take(pa.array(rows)).to_pylist(), strict=True):
             number = added.get(value)
             if number is None:
                 number = added[value] = resolve(value)
-                index.add(value.encode(), number)
-            numbers[row] = number
+                first_rows.append(row)
+            found.append(number)
+        numbers[rows] = found
+        new_numbers = np.array(list(added.values()), np.int64)
+        index.add_strings(offsets, data, np.array(first_rows, np.int64), new_numbers)
     return numbers
 
 
