@@ -657,12 +657,27 @@ def _prefetch_expiring(slot: int, t: int, lateness: int, tiles: tuple, groups: n
 
 
 @numba.njit(cache=True, inline="always")
-def _prefetch_distinct_row(dtable: np.ndarray, key: int) -> None:
-    """The line of the count_distinct row `key` hashes to, and the next (a probe that passes
-    the first row reads on, two rows per line)."""
-    h = table.first_probe(dtable, key)
-    prefetch(dtable, h, 0)
-    prefetch(dtable, ((h | 1) + 1) & (len(dtable) - 1), 0)
+def _prefetch_distinct_rows(
+    slot: int,
+    row_ids: np.ndarray,
+    distinct: tuple,  # type: ignore[type-arg]
+    ops: np.ndarray,
+    fields: int,
+) -> None:
+    """For each count_distinct field of an event of `slot` with value ids `row_ids`: the line of
+    the table row its value hashes to and the next one (a probe that passes the first row reads
+    on, two rows per line), and the key's list head of the field (read when the value is new)."""
+    dtable, heads = distinct[0], distinct[1]
+    mask = len(dtable) - 1
+    for o in range(ops.shape[0]):  # (a field under several features: the same lines again, free)
+        if ops[o, 0] == OP_DISTINCT:
+            column = ops[o, 2]
+            vid = row_ids[column]
+            if vid >= 0:
+                h = table.first_probe(dtable, table.packed(slot, column, fields, vid))
+                prefetch(dtable, h, 0)
+                prefetch(dtable, ((h | 1) + 1) & mask, 0)
+                prefetch(heads, slot, column)
 
 
 @numba.njit(cache=True, inline="always")
@@ -691,7 +706,6 @@ def _prefetch_buffered(
     if not moving and not reads_buffer:
         return
     btime, bnext, bvals, bids, bhead = buffer[0], buffer[2], buffer[3], buffer[4], buffer[5]
-    dtable = distinct[0]
     watermark = t - lateness
     e = bhead[slot]
     for _ in range(COMPLETE_AT if reads_buffer else SETTLING_AHEAD):
@@ -712,12 +726,7 @@ def _prefetch_buffered(
                 r = (bt // hop) % ring
                 if tids[slot, tid_off + r] == bt // hop:
                     prefetch_cells(icell, slot, i_off + r * ni, ni)
-        for o in range(ops.shape[0]):
-            if ops[o, 0] == OP_DISTINCT:
-                column = ops[o, 2]
-                vid = bids[e, column]
-                if vid >= 0:
-                    _prefetch_distinct_row(dtable, table.packed(slot, column, fields, vid))
+        _prefetch_distinct_rows(slot, bids[e], distinct, ops, fields)
         e = bnext[e]
 
 
@@ -766,14 +775,7 @@ def _prefetch_event(
         prefetch_item(buffer[5], slot)  # bhead
         if cvalid[slot] != 0:
             _prefetch_tiles(slot, t, complete, groups, whole_kcell)
-    dtable, heads = distinct[0], distinct[1]
-    for o in range(ops.shape[0]):  # (a field under several features: the same line again, free)
-        if ops[o, 0] == OP_DISTINCT:
-            column = ops[o, 2]
-            vid = row_ids[column]
-            if vid >= 0:
-                _prefetch_distinct_row(dtable, table.packed(slot, column, fields, vid))
-                prefetch(heads, slot, column)  # (read when the value is new to the key)
+    _prefetch_distinct_rows(slot, row_ids, distinct, ops, fields)
 
 
 @unmanaged
