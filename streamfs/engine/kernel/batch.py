@@ -692,17 +692,18 @@ def _prefetch_buffered(
     ops: np.ndarray,
     groups: np.ndarray,
     fields: int,
+    rows: bool,
 ) -> None:
     """What an event of `slot` at `t` will touch in the key's buffer, last touched when those
     events arrived (with 5 min of lateness, most of an in-order stream is buffered): the
     entries its watermark passes, which settle (at most SETTLING_AHEAD: their values, tiles
-    and count_distinct rows), and, when its row reads the buffer (no complete tiles), the
-    values and count_distinct rows of the first COMPLETE_AT entries, which the row reads.
-    Reads the buffer's entries as it walks them: the event before asked for the head."""
+    and count_distinct rows), and, when its row reads the buffer (`rows`, and no complete
+    tiles), the values and count_distinct rows of the first COMPLETE_AT entries, which the row
+    reads. Reads the buffer's entries as it walks them: the event before asked for the head."""
     maxt, tids, icell = state[0], state[2], state[3]
     before = maxt[slot]
     moving = before != UNSEEN and t > before
-    reads_buffer = cvalid[slot] == 0
+    reads_buffer = rows and cvalid[slot] == 0
     if not moving and not reads_buffer:
         return
     btime, bnext, bvals, bids, bhead = buffer[0], buffer[2], buffer[3], buffer[4], buffer[5]
@@ -847,8 +848,9 @@ def process(  # type: ignore[no-untyped-def]
             _prefetch_expiring(slots[i + 1], times[i + 1], lateness, state, groups)
             if lateness:
                 _prefetch_buffered(
-                    slots[i + 1], times[i + 1], lateness, state, distinct, buffer, cvalid, ops, groups, fields
-                )
+                    slots[i + 1], times[i + 1], lateness, state, distinct, buffer, cvalid, ops, groups,
+                    fields, rows,
+                )  # fmt: skip
                 _prefetch_free(buffer)
         slot = slots[i]
         t = times[i]

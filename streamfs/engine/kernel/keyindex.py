@@ -106,6 +106,20 @@ def _rehash(table, hashes, count):  # type: ignore[no-untyped-def]
         _place(table, hashes, entry)
 
 
+def _doubled(size: int, need: int) -> int:
+    """size doubled until it holds `need`."""
+    while size < need:
+        size *= 2
+    return size
+
+
+def _grown(array: np.ndarray, need: int) -> np.ndarray:
+    """The array, or a copy doubled in length until it holds `need` items (zeros after its own)."""
+    if need <= len(array):
+        return array
+    return np.concatenate([array, np.zeros(_doubled(len(array), need) - len(array), array.dtype)])
+
+
 class KeyIndex:
     """One partition's string keys (UTF-8 bytes) → their slots in a KernelStore."""
 
@@ -151,24 +165,12 @@ class KeyIndex:
             return
         need = self.count + len(rows)
         if need > len(self.slots):
-            size = len(self.slots)
-            while size < need:
-                size *= 2
             self.hashes, self.slots, self.starts, self.lengths = (
-                np.concatenate([array, np.zeros(size - len(array), array.dtype)])
-                for array in (self.hashes, self.slots, self.starts, self.lengths)
+                _grown(array, need) for array in (self.hashes, self.slots, self.starts, self.lengths)
             )
         if 2 * need > len(self.table):
-            size = len(self.table)
-            while 2 * need > size:
-                size *= 2
-            self.rehash(size)
-        total = int((offsets[rows + 1] - offsets[rows]).sum())
-        if self.pool_used + total > len(self.pool):
-            size = len(self.pool)
-            while self.pool_used + total > size:
-                size *= 2
-            self.pool = np.concatenate([self.pool, np.zeros(size - len(self.pool), np.uint8)])
+            self.rehash(_doubled(len(self.table), 2 * need))
+        self.pool = _grown(self.pool, self.pool_used + int((offsets[rows + 1] - offsets[rows]).sum()))
         self.pool_used = _add_strings(
             self.table, self.hashes, self.slots, self.starts, self.lengths, self.pool, self.pool_used,
             self.count, offsets, data, rows, numbers,
