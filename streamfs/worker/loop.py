@@ -277,10 +277,11 @@ class Worker:
             self.reader.resume()
 
     def _idle(self, seconds: float) -> None:
-        """Wait while keeping the group membership alive. Consumption is paused, but a record
-        librdkafka had already queued may still come back here: it is not processed now, so its
-        partition is sought back to it and fetches it again after the resume (dropping it would
-        lose it, since the records after it move the partition's position past it)."""
+        """Wait while keeping the group membership alive. A record may still come back here: a
+        partition assigned by a rebalance during the wait is not paused (pausing does hold back
+        what librdkafka had queued for the partitions it paused). It is not processed now, so
+        its partition is sought back to it and fetches it again after the resume (dropping it
+        would lose it, since the records after it move the partition's position past it)."""
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
             if self.reader is not None:
