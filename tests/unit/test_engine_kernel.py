@@ -304,13 +304,20 @@ def test_serving_steps_count_a_buffered_value_once_at_its_latest_time() -> None:
 
 
 @pytest.mark.parametrize("lateness", [0, 7])
-def test_count_distinct_survives_pruning_and_growth_of_its_table(lateness: int) -> None:
+@pytest.mark.parametrize("fields", [1, 2])
+def test_count_distinct_survives_pruning_and_growth_of_its_table(lateness: int, fields: int) -> None:
     """Thousands of distinct values per key expire and come back: the entry pool is pruned and
-    grown many times; every row still equals the Python engine's."""
+    grown many times; every row still equals the Python engine's. With two fields, the table's
+    rows name (key, field) pairs that a rebuild must split back (distinct.split_pair)."""
     features = [Aggregate("s", "count_distinct", window=30, hop=5), Aggregate("s", "count_distinct")]
+    if fields == 2:
+        features.append(Aggregate("n", "count_distinct", window=20, hop=5))
     view = make_view(features, lateness)
     kernel, python = ViewEngine(view), ViewEngine(view, kernel=False)
-    events = [ev(t - (t % 3) * 2, f"k{t % 7}", s=f"v{(t * 7919) % 3001}") for t in range(20_000)]
+    events = [
+        ev(t - (t % 3) * 2, f"k{t % 7}", s=f"v{(t * 7919) % 3001}", n=(t * 104729) % 2003)
+        for t in range(20_000)
+    ]
     for start in range(0, len(events), 2_500):
         batch = events[start : start + 2_500]
         assert [r.values for r in kernel.process(batch).rows] == [

@@ -157,30 +157,42 @@ def reach(  # type: ignore[no-untyped-def]
 
 
 @numba.njit(cache=True, inline="always")
+def split_pair(pair: int, fields: int) -> tuple[int, int]:
+    """(slot, field) of a row's pair number slot * fields + field. Most views count distinct
+    values of one field: no division then (a sequential pass over a table of millions of rows,
+    count_live, took ~15 ns a row with it, most of it the division)."""
+    if fields == 1:
+        return pair, 0
+    slot = pair // fields
+    return slot, pair - slot * fields
+
+
+@numba.njit(cache=True, inline="always")
 def _live(table: np.ndarray, h: int, fields: int, reached: np.ndarray) -> bool:
     """Whether a row is kept by a rebuild: a live key's, with its settled or its complete time
-    still reached by a feature of its field (`reached`: see `reach`)."""
+    still reached by a feature of its field (`reached`: see `reach`, at least one key's row).
+
+    Without a branch: whether a row of a table ~60 % full is used, and still reached, is a coin
+    toss for the branch predictor, and its misses were most of a pass (count_live over 2 M rows:
+    30 ms with branches, 8 ms without). An unused row reads key 0's reach and is dropped."""
     key = table[h, KEY]
-    if key < 0:
-        return False
-    pair = key >> 32
-    slot = pair // fields
-    field = pair - slot * fields
+    used = key >= 0
+    slot, field = split_pair((key if used else 0) >> 32, fields)
     settled, complete = table[h, SETTLED], table[h, COMPLETE]
-    return bool(
-        (settled != NO_TIME and settled >= reached[slot, field, 0])
-        or (complete != NO_TIME and complete >= reached[slot, field, 1])
-    )
+    kept = (settled != NO_TIME) & (settled >= reached[slot, field, 0])
+    kept |= (complete != NO_TIME) & (complete >= reached[slot, field, 1])
+    return bool(used & kept)
 
 
 @numba.njit(cache=True)
 def count_live(table: np.ndarray, fields: int, reached: np.ndarray) -> int:
     """How many rows `rebuild` would keep: one sequential pass, so deciding between cleaning up
     and growing costs a few ms, not a rebuild."""
+    if reached.shape[0] == 0:  # (no key yet: _live reads key 0's reach)
+        return 0
     live = 0
     for h in range(len(table)):
-        if _live(table, h, fields, reached):
-            live += 1
+        live += _live(table, h, fields, reached)
     return live
 
 
@@ -211,17 +223,29 @@ def _copy_live(  # type: ignore[no-untyped-def]
     table: np.ndarray, heads: np.ndarray, reached: np.ndarray, fresh: np.ndarray, meta: np.ndarray
 ):
     """Add the live rows of `table` to the empty `fresh`, read in table order (sequentially,
-    not chain by chain)."""
+    not chain by chain). Each key is new there and no row is DEAD, so a row goes to the first
+    empty one of its probe, as find_or_add would put it, without find_or_add's comparisons
+    (half of a rebuild's time: 24 against 45-54 ms for 0.8 M rows)."""
     fields = heads.shape[1]
     heads[:, :] = -1
+    if reached.shape[0] == 0:  # (no key yet: _live reads key 0's reach)
+        return
+    mask = len(fresh) - 1
+    used = 0
     for h in range(len(table)):
         if _live(table, h, fields, reached):
             key = table[h, KEY]
-            pair = key >> 32
-            slot = pair // fields
-            row = find_or_add(fresh, heads, meta, slot, pair - slot * fields, key)
+            slot, field = split_pair(key >> 32, fields)
+            row = first_probe(fresh, key)
+            while fresh[row, KEY] != EMPTY:
+                row = (row + 1) & mask
+            fresh[row, KEY] = key
             fresh[row, SETTLED] = table[h, SETTLED]
             fresh[row, COMPLETE] = table[h, COMPLETE]
+            fresh[row, NEXT] = heads[slot, field]
+            heads[slot, field] = row
+            used += 1
+    meta[0] = used
 
 
 @numba.njit(cache=True)
@@ -290,10 +314,9 @@ def scan_live_entries(  # type: ignore[no-untyped-def]
         key = table[h, KEY]
         if key < 0:
             continue
-        pair = key >> 32
-        slot = pair // fields
+        slot, field = split_pair(key >> 32, fields)
         settled = table[h, SETTLED]
-        if position[slot] >= 0 and settled != NO_TIME and settled >= reached[slot, pair - slot * fields, 0]:
+        if position[slot] >= 0 and settled != NO_TIME and settled >= reached[slot, field, 0]:
             starts[position[slot] + 1] += 1
     for r in range(len(slots)):
         starts[r + 1] += starts[r]
@@ -305,9 +328,7 @@ def scan_live_entries(  # type: ignore[no-untyped-def]
         key = table[h, KEY]
         if key < 0:
             continue
-        pair = key >> 32
-        slot = pair // fields
-        field = pair - slot * fields
+        slot, field = split_pair(key >> 32, fields)
         settled = table[h, SETTLED]
         if position[slot] >= 0 and settled != NO_TIME and settled >= reached[slot, field, 0]:
             at = fill[position[slot]]
