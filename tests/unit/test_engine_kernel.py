@@ -715,3 +715,24 @@ def test_key_index_adds_a_batch_of_strings_at_once() -> None:
     expected[1] = 77
     assert np.array_equal(found, expected)
     assert index.count == len(chosen) + 1
+
+
+def test_a_batch_of_new_keys_gets_the_slots_that_one_by_one_would_give() -> None:
+    """KernelStore.partition_slots (a batch's new keys allocated together) gives each key the
+    slot slot() key by key gives: freed slots first, last freed first, then new rows, past
+    several doublings of the store in one call; a key named twice gets one slot."""
+    view = make_view([Aggregate("x", "sum", window=10, hop=5)])
+    one_by_one, together = ViewEngine(view), ViewEngine(view)
+    for engine in (one_by_one, together):
+        engine.process([ev(1, "seed", partition=9, x=1.0)])
+    a, b = one_by_one._kernel, together._kernel
+    assert a is not None and b is not None
+    first = [(f"k{i}",) for i in range(3_000)]
+    assert b.partition_slots(0, first) == [a.slot(0, key) for key in first]
+    a.drop(0)
+    b.drop(0)
+    second = [(f"n{i}",) for i in range(10_000)]
+    expected = [a.slot(1, key) for key in second]
+    assert b.partition_slots(1, second + second[:5]) == expected + expected[:5]
+    assert (a.capacity, a.owner, a.free) == (b.capacity, b.owner, b.free)
+    assert b.partition_slots(1, second[:3]) == expected[:3]  # known keys: nothing allocated

@@ -79,7 +79,7 @@ def table_columns(store: KernelStore, table: pa.Table) -> TableColumns | None:
             if pa.types.is_floating(column.type) and pc.any(pc.is_nan(column)).as_py():
                 return None  # NaN equals nothing: the row path rejects what needs rejecting
             if column.type in (pa.string(), pa.large_string()):
-                column_ids = _by_bytes(store.value_index, column.combine_chunks(), store.value_id)
+                column_ids = _by_bytes(store.value_index, column.combine_chunks(), store.value_ids)
                 if nulls is not None:
                     column_ids[nulls] = -1
                 ids[:, id_column[input_slot]] = column_ids
@@ -113,7 +113,7 @@ def _string_key_slots(store: KernelStore, table: pa.Table, key_fields: Sequence[
     return _by_bytes(
         store.key_index(partition),
         column.combine_chunks(),
-        lambda key: store.slot(partition, (key,)),
+        lambda keys: store.partition_slots(partition, [(key,) for key in keys]),
     )
 
 
@@ -145,9 +145,10 @@ def _nulls(column: pa.ChunkedArray) -> np.ndarray | None:
     return np.asarray(column.is_null().to_numpy(zero_copy_only=False), dtype=np.bool_)
 
 
-def _by_bytes(index: KeyIndex, strings: pa.Array, resolve: Callable[[str], int]) -> np.ndarray:
-    """index's number (a slot, a value id) for each string; resolve() gives it for a string the
-    index does not hold yet (once per distinct one), which is then added. Null rows: -1."""
+def _by_bytes(index: KeyIndex, strings: pa.Array, resolve: Callable[[list[str]], list[int]]) -> np.ndarray:
+    """index's number (a slot, a value id) for each string; resolve() gives them for the
+    strings the index does not hold yet (each once, in one call), which are then added. Null
+    rows: -1."""
     if not len(strings):
         return np.zeros(0, np.int64)
     offsets_buffer, data_buffer = strings.buffers()[1:3]
@@ -161,18 +162,16 @@ def _by_bytes(index: KeyIndex, strings: pa.Array, resolve: Callable[[str], int])
         unknown &= np.asarray(strings.is_valid().to_numpy(zero_copy_only=False), dtype=np.bool_)
     rows = np.flatnonzero(unknown)
     if len(rows):
-        added: dict[str, int] = {}
-        first_rows: list[int] = []  # each new string's first row, in the order added
-        found = []
-        for row, value in zip(rows.tolist(), strings.take(pa.array(rows)).to_pylist(), strict=True):
-            number = added.get(value)
-            if number is None:
-                number = added[value] = resolve(value)
-                first_rows.append(row)
-            found.append(number)
-        numbers[rows] = found
-        new_numbers = np.array(list(added.values()), np.int64)
-        index.add_strings(offsets, data, np.array(first_rows, np.int64), new_numbers)
+        values = strings.take(pa.array(rows)).to_pylist()
+        first_rows: dict[str, int] = {}  # each new string's first row, in the order seen
+        for row, value in zip(rows.tolist(), values, strict=True):
+            first_rows.setdefault(value, row)
+        new_numbers = resolve(list(first_rows))
+        number_of = dict(zip(first_rows, new_numbers, strict=True))
+        numbers[rows] = [number_of[value] for value in values]
+        index.add_strings(
+            offsets, data, np.array(list(first_rows.values()), np.int64), np.array(new_numbers, np.int64)
+        )
     return numbers
 
 

@@ -153,6 +153,20 @@ class KernelStore:
             slot = keys[key] = self._allocate((partition, key))
         return slot
 
+    def partition_slots(self, partition: int, keys: list[Key]) -> list[int]:
+        """slot() of each key of one partition, the new ones allocated together: a Python call
+        and a growth check per new key cost ~2.5 µs each (10,000 in a fresh engine benchmark)."""
+        known = self.partitions.setdefault(partition, {})
+        found = list(map(known.get, keys))
+        new: dict[Key, None] = {}
+        for key, slot in zip(keys, found, strict=True):
+            if slot is None:
+                new[key] = None
+        if not new:
+            return found  # type: ignore[return-value]
+        known.update(zip(new, self._allocate_many([(partition, key) for key in new]), strict=True))
+        return [known[key] for key in keys]
+
     def slots(self, partitions: list[int], keys: list[Key]) -> np.ndarray:
         """slot() of many (partition, key) pairs: one dict lookup each in bulk (a Python call per
         key cost ~1 µs, paid for every distinct key of every batch)."""
@@ -209,6 +223,26 @@ class KernelStore:
             self._prepare_rows(2 * capacity)
         self.owner.append(owner)
         return len(self.owner) - 1
+
+    def _allocate_many(self, owners: list[tuple[int, Key]]) -> list[int]:
+        """_allocate of each owner in turn (freed slots first), with one growth for them all."""
+        slots = [self.free.pop() for _ in range(min(len(self.free), len(owners)))]
+        for slot, owner in zip(slots, owners, strict=False):
+            self.owner[slot] = owner
+        rest = owners[len(slots) :]
+        if rest:
+            used, capacity = len(self.owner), self.capacity
+            need = used + len(rest)
+            if need > capacity:
+                grown = max(1024, 2 * capacity)
+                while grown < need:
+                    grown *= 2
+                self._grow(grown)
+            elif need >= capacity * 3 // 4 and capacity >= _PREPARE_KEYS and self.next_rows is None:
+                self._prepare_rows(2 * capacity)
+            self.owner.extend(rest)
+            slots.extend(range(used, need))
+        return slots
 
     _WRITTEN_ROWS = ("maxt", "seq", "tids", "fcell", "tot", "heads", "bhead", "btail", "dirty")
     """The per-key arrays a growth writes whole (_with_rows); icell and kcell keep their new rows
@@ -366,6 +400,10 @@ class KernelStore:
             vid = self.ids[value] = len(self.id_values)
             self.id_values.append(value)
         return vid
+
+    def value_ids(self, values: list[Any]) -> list[int]:
+        """value_id of each value, in order (new ones get the next ids in that order)."""
+        return list(map(self.value_id, values))
 
     # ------------------------------------------------------------------ KeyState in and out
 
