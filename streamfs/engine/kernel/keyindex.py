@@ -17,6 +17,8 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from streamfs.engine.kernel.prefetch import prefetch_item
+
 EMPTY = -1
 _FNV_OFFSET = np.uint64(0xCBF29CE484222325)
 _FNV_PRIME = np.uint64(0x100000001B3)
@@ -42,15 +44,44 @@ def _same(pool: np.ndarray, at: int, length: int, data: np.ndarray, start: int, 
     return True
 
 
+LOOKUP_AHEAD = 16
+"""_lookup asks for the entry of the string this many ahead (and the key bytes of the one half as
+far): a batch's keys are spread over an index the kernel's loop has since pushed out of the
+caches, so each lookup's table → entry → bytes chain was three waits on memory (10,000 card keys
+timed alone: 59-63 ns per string with the caches flushed, 26 with these prefetches; 18-20 warm
+either way)."""
+
+
 @numba.njit(cache=True)
 def _lookup(  # type: ignore[no-untyped-def]
     table, hashes, slots, starts, lengths, pool, offsets, data, out
 ):
-    """out[i] = the slot of string i (offsets[i]:offsets[i+1] of data), or EMPTY if unknown."""
+    """out[i] = the slot of string i (offsets[i]:offsets[i+1] of data), or EMPTY if unknown.
+    First every string's hash (asking for its table line), then the probes, each asking ahead
+    for a later string's entry and key bytes (prefetch.py: hints, no value depends on them)."""
     mask = len(table) - 1
-    for i in range(len(out)):
+    n = len(out)
+    wanted = np.empty(n, np.uint64)
+    for i in range(n):
+        h = _hash(data, offsets[i], offsets[i + 1])
+        wanted[i] = h
+        prefetch_item(table, np.int64(h & np.uint64(mask)))
+    for i in range(n):
+        ahead = i + LOOKUP_AHEAD
+        if ahead < n:
+            entry = table[np.int64(wanted[ahead] & np.uint64(mask))]
+            if entry != EMPTY:
+                prefetch_item(hashes, entry)
+                prefetch_item(starts, entry)
+                prefetch_item(lengths, entry)
+                prefetch_item(slots, entry)
+        nearer = i + LOOKUP_AHEAD // 2
+        if nearer < n:
+            entry = table[np.int64(wanted[nearer] & np.uint64(mask))]
+            if entry != EMPTY:
+                prefetch_item(pool, starts[entry])
         start, end = offsets[i], offsets[i + 1]
-        h = _hash(data, start, end)
+        h = wanted[i]
         p = np.int64(h & np.uint64(mask))
         out[i] = EMPTY
         while table[p] != EMPTY:
