@@ -138,7 +138,6 @@ def test_adds_and_subtracts_keep_digits_normalized(terms: list[tuple[int, int, i
         assert to_int(d) == exact
 
 
-
 @settings(max_examples=3000, deadline=None)
 @given(
     st.one_of(
