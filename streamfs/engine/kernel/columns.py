@@ -67,9 +67,10 @@ def table_columns(store: KernelStore, table: pa.Table) -> TableColumns | None:
                     return None
             elif not pa.types.is_floating(column.type):
                 return None
-            if column.type != pa.float64():  # (a cast costs ~15 µs even to the same type)
-                column = column.cast(pa.float64())
-            numbers = np.asarray(column.to_numpy(zero_copy_only=False), dtype=np.float64)
+            as_floats = column  # (the ids below intern the column's own values: an int field's
+            if column.type != pa.float64():  # ints, not the floats read here as numbers)
+                as_floats = column.cast(pa.float64())  # (a cast costs ~15 µs even to the same type)
+            numbers = np.asarray(as_floats.to_numpy(zero_copy_only=False), dtype=np.float64)
             if not np.isfinite(numbers if nulls is None else numbers[~nulls]).all():
                 return None
             values[:, input_slot] = numbers
