@@ -607,7 +607,6 @@ def test_process_table_gives_the_rows_process_gives(
     assert_same_state(columnar, rows)
 
 
-
 def test_an_int_field_summed_and_counted_distinct_keeps_its_values_ints_through_tables() -> None:
     """A field the kernel reads as numbers (a sum) and interns (count_distinct): its interned
     values are the column's own ints, not the floats the sum reads (hypothesis found the
@@ -625,6 +624,7 @@ def test_an_int_field_summed_and_counted_distinct_keeps_its_values_ints_through_
     values = [value for group in groups for window in group[1] for value, _time in window]
     assert sorted(values) == [0, 1] and all(type(value) is int for value in values)
     assert_same_state(columnar, rows)
+
 
 def test_changed_keys_are_taken_once_by_partition_from_tables_and_events() -> None:
     """Tables mark their keys' rows (slots) changed, events their keys: both come back as keys,
